@@ -9,8 +9,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 def papermill(nb, out, cwd=ROOT, **params):
-    "Run a notebook of nbs/ through papermill's CLI, as a user would; return the CompletedProcess."
-    args = [str(BIN/'papermill'), str(ROOT/'nbs'/nb), str(out), '--no-progress-bar']
+    "Run a notebook of nbs/ through papermill's CLI, as a user would (no `out`: papermill prints it); return the CompletedProcess."
+    args = [str(BIN/'papermill'), str(ROOT/'nbs'/nb), *([str(out)] if out is not None else []), '--no-progress-bar']
     for k, v in params.items(): args += ['-p', k, str(v)]
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
 

@@ -1,5 +1,5 @@
 "Training runs end to end: papermill, resume after kill -9, refusals of bad input."
-import json, os, signal, subprocess, sys, time
+import dataclasses, json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,26 @@ def test_papermill_tiny_kd_run(tmp_path, tiny):
     assert 0 <= m['test_acc_last'] <= m['test_acc_best'] <= 1
     nb = json.loads((tmp_path/'out.ipynb').read_text())
     assert any('injected-parameters' in c['metadata'].get('tags', []) for c in nb['cells'])
+
+def test_papermill_without_output_notebook_from_the_root(tiny):
+    "The user's form `papermill nbs/run_kd.ipynb -p calibration isotonic`: results land in the runs folder."
+    from isokd.train import KDConfig
+    params = tiny | dict(calibration='isotonic', epochs=1)
+    r = papermill('run_kd.ipynb', None, **params)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '"cells"' in r.stdout                      # papermill printed the executed notebook
+    out = KDConfig(**params).path
+    assert out.parent.parent == Path(os.environ['ISOKD_RUNS']) and read_metrics(out)['finished']
+
+def test_relative_out_dir_resolves_against_the_project_root_from_nbs(tmp_path, tiny):
+    name = f'runs/_test_cwd_{os.getpid()}'
+    try:
+        r = papermill('run_teacher.ipynb', tmp_path/'t.ipynb', cwd=ROOT/'nbs', out_dir=name, dataset='synthetic',
+                      arch='resnet8', epochs=1, device='cpu')
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert read_metrics(ROOT/name)['finished'] and not (ROOT/'nbs'/'runs').exists()
+    finally:
+        import shutil; shutil.rmtree(ROOT/name, ignore_errors=True)
 
 _RUN = """
 import sys; sys.path.insert(0, {tests!r})
@@ -76,3 +96,12 @@ def test_bad_parameters_fail_fast(tmp_path):
 def test_missing_teacher_without_training_names_the_command(tmp_path, tiny):
     with pytest.raises(FileNotFoundError, match='papermill nbs/run_teacher.ipynb'):
         distill(out_dir=str(tmp_path/'kd'), train_teacher_if_missing=False, teacher_seed=12345, **tiny)
+
+def test_teacher_without_weights_is_trained_again(tmp_path, tiny, capsys):
+    "A clone carries a teacher's metrics.json but not its model.pt: the teacher is retrained, not trusted."
+    from isokd.train import train_teacher
+    cfg = KDConfig(**tiny).teacher_config()
+    train_teacher(progress=False, **dataclasses.asdict(cfg))
+    (cfg.path/'model.pt').unlink()
+    m = distill(out_dir=str(tmp_path/'kd'), progress=False, **(tiny | dict(epochs=1)))
+    assert m['finished'] and (cfg.path/'model.pt').is_file() and 'model.pt is missing' in capsys.readouterr().out
