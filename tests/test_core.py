@@ -1,5 +1,5 @@
 "Atomic writes, parameter checks and project paths."
-import json, os
+import json
 import pytest, torch
 from isokd.core import atomic_write_json, atomic_save, check_range, get_device, project_root, resolve_path
 

@@ -1,6 +1,5 @@
 "Datasets by name, offline data, subsets and the device batch pipeline."
 import gzip, shutil
-from pathlib import Path
 
 import pytest
 import torch

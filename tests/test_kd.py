@@ -1,11 +1,10 @@
 "The distillation objectives of method.md section 4."
 import math
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from isokd.kd import KD, CE, kd_div
+from isokd.kd import KD, kd_div
 from isokd.calibration import isotonic_calibrate
 from isokd.models import create_model
 
