@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TCMALLOC := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 export LD_PRELOAD := $(TCMALLOC)
 
-.PHONY: setup run test check
+.PHONY: setup run study test check
 setup: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	bash .ci/system-packages.sh
@@ -15,9 +15,16 @@ $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The main job: KD-i on the embedded default (Fashion-MNIST, CPU); the default teacher is trained first if not cached.
+# The main job: the study at the cpu scale, one seed (15 runs, about 16 minutes on 2 cores), into runs/local/cpu/
+# (not in git: compare its report with the committed three-seed study in runs/cpu/).
 run: setup
-	$(BIN)/papermill nbs/run_kd.ipynb runs/run_kd-isotonic.ipynb -p calibration isotonic
+	$(BIN)/python -m isokd.study --scale cpu --seeds 1 --root runs/local
+
+# The committed study: every configuration, three seeds, at SCALE (cpu: under an hour on 2 cores; paper: a GPU).
+SCALE ?= cpu
+SEEDS ?= 3
+study: setup
+	$(BIN)/python -m isokd.study --scale $(SCALE) --seeds $(SEEDS)
 
 test: setup check
 check:
