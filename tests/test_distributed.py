@@ -1,0 +1,69 @@
+"DDP through torchrun on CPU (gloo, 2 processes): the same gradients as one process, the same training within a tolerance, one writer."
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from isokd.kd import KD
+from isokd.mixing import Mixer
+from isokd.models import create_model
+from conftest import ROOT, BIN
+
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT/'tests'), os.environ.get('PYTHONPATH', '')]))
+TINY = ['-p', 'dataset', 'synthetic', '-p', 'arch', 'resnet8', '-p', 'epochs', '3', '-p', 'batch_size', '64', '-p', 'device', 'cpu']
+
+def torchrun(*args, nproc=2):
+    return subprocess.run([str(BIN/'torchrun'), '--standalone', '--nproc_per_node', str(nproc), *map(str, args)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+def launch(*args): return torchrun('-m', 'isokd.launch', *args)
+
+def kd_i_step_inputs():
+    "A KD-i distiller (BatchNorm in eval mode, so that each sample's loss is its own) and a mixed global batch of 64."
+    torch.manual_seed(0)
+    distiller = KD(create_model('resnet8', 10), create_model('resnet8', 10), calibration='isotonic').eval()
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    return (distiller, *Mixer('mixup', 10)(x, y))
+
+def test_ddp_step_gives_the_single_process_gradients(tmp_path):
+    r = torchrun(ROOT/'tests'/'ddp_grads.py', tmp_path/'grads.pt')
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = torch.load(tmp_path/'grads.pt')
+    distiller, x, target = kd_i_step_inputs()
+    sum(distiller.forward_train(x, target).losses.values()).backward()
+    for k, p in distiller.student.named_parameters():
+        torch.testing.assert_close(ddp[k], p.grad, rtol=1e-4, atol=1e-6, msg=k)
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    # Tolerance: the shards draw their own crops, flips and mixing and normalise their own 32 images (no SyncBatchNorm
+    # on CPU), so the runs are two samples of the same training, not one: first-epoch loss within 3%, top-1 within 8 points.
+    two = launch('teacher', *TINY, '-p', 'out_dir', tmp_path/'two')
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, '-m', 'isokd.launch', 'teacher', *TINY, '-p', 'out_dir', tmp_path/'one'],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    m2, m1 = (json.loads((tmp_path/d/'metrics.json').read_text()) for d in ('two', 'one'))
+    assert m2['versions']['world_size'] == 2 and m1['versions']['world_size'] == 1
+    assert m2['identity'] == m1['identity'] and m2['finished']
+    assert abs(m2['history'][0]['train_loss'] / m1['history'][0]['train_loss'] - 1) < 0.03
+    assert abs(m2['test_acc_last'] - m1['test_acc_last']) < 0.08 and m2['test_acc_last'] > 0.4
+    assert two.stdout.count('epoch 3/3') == 1                       # rank 0 alone prints
+    assert sorted(p.name for p in (tmp_path/'two').iterdir()) == ['.lock', 'metrics.json', 'model.pt']
+
+def test_ddp_kd_i_distils_from_a_teacher(tmp_path):
+    launch('teacher', *TINY, '-p', 'out_dir', tmp_path/'t')
+    r = launch('kd', *TINY, '-p', 'calibration', 'isotonic', '-p', 'teacher_path', tmp_path/'t', '-p', 'out_dir', tmp_path/'s')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path/'s'/'metrics.json').read_text())
+    assert m['method'] == 'KD-i' and m['finished'] and m['history'][-1]['teacher_order']['after']['violation_rate'] == 0
+
+@pytest.mark.parametrize('args, message', [
+    (['crd', *TINY, '-p', 'nce_n', '256'], 'CRD cannot run on several processes'),
+    (['kd', *TINY, '-p', 'batch_size', '63'], 'batch_size=63 (the global batch) does not split evenly over 2 processes'),
+    (['kd', '-p', 'temprature', '4'], "unknown parameter 'temprature'"),
+])
+def test_bad_launch_fails_before_training(tmp_path, args, message):
+    r = launch(*args, '-p', 'out_dir', tmp_path/'x')
+    assert r.returncode != 0 and message in r.stderr, r.stderr[-3000:]
+    assert not (tmp_path/'x').exists()
