@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.distributed as dist
 
 from .core import check_range, check_int, data_root
 from .data import load_data
@@ -46,6 +47,13 @@ def check_nce_n(nce_n: int, labels: torch.Tensor, where: str = 'this training se
     return nce_n
 
 # %% ../nbs/07_crd.ipynb #f13edb14
+def _world() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def _gather(t: torch.Tensor) -> torch.Tensor:
+    "The concatenation of `t` over all ranks (every rank's batch has the same shape)."
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t.contiguous()); return torch.cat(out)
+
 class ContrastMemory(nn.Module):
     "Momentum memory banks of student and teacher embeddings, keyed by dataset index, with class-aware negative sampling."
     def __init__(self, feat_dim: int, labels: torch.Tensor, nce_n: int = 16384, nce_t: float = 0.07, nce_m: float = 0.5):
@@ -87,6 +95,7 @@ class ContrastMemory(nn.Module):
         if not self._z_seen:      # the first batch this module sees: set the constants that are still unset
             with torch.no_grad():
                 z = torch.stack([s_s.exp().mean(), s_t.exp().mean()]) * self.n_data
+                if _world() > 1: dist.all_reduce(z); z /= _world()   # one Z for all ranks: the mean over their shards
                 self.Z.copy_(torch.where(self.Z > 0, self.Z, z))
             self._z_seen = True
         log_z = self.Z.log()
@@ -99,7 +108,8 @@ class ContrastMemory(nn.Module):
 
     @torch.no_grad()
     def update(self, v_s, v_t, index):
-        "Momentum update of the memory rows `index` with the embeddings, renormalised."
+        "Momentum update of the memory rows `index` with the embeddings, renormalised (with several ranks: every rank's rows)."
+        if _world() > 1: v_s, v_t, index = (_gather(t) for t in (v_s.detach().float(), v_t.detach().float(), index))
         for name, v in (('memory_s', v_s), ('memory_t', v_t)):
             mem = getattr(self, name)
             rows = F.normalize(mem[index] * self.nce_m + v.detach().float() * (1 - self.nce_m), dim=1)

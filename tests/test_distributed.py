@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from isokd.kd import KD
+from isokd.crd import CRD
 from isokd.mixing import Mixer
 from isokd.models import create_model
 from conftest import ROOT, BIN
@@ -25,6 +26,28 @@ def kd_i_step_inputs():
     distiller = KD(create_model('resnet8', 10), create_model('resnet8', 10), calibration='isotonic').eval()
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     return (distiller, *Mixer('mixup', 10)(x, y))
+
+def crd_step_inputs():
+    "A CRD-i distiller (BatchNorm in eval mode) over 200 training images, and a mixed global batch of 64 with its dataset indices."
+    torch.manual_seed(0)
+    labels = torch.arange(200) % 10
+    distiller = CRD(create_model('resnet8', 10), create_model('resnet8', 10), labels, calibration='isotonic', nce_n=64).eval()
+    x, index = torch.randn(64, 3, 32, 32), torch.randperm(200)[:64]
+    return (distiller, *Mixer('mixup', 10)(x, labels[index]), index)
+
+def test_ddp_crd_keeps_one_memory_bank_on_every_rank(tmp_path):
+    r = torchrun(ROOT/'tests'/'ddp_crd_memory.py', tmp_path/'mem')
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = [torch.load(f"{tmp_path/'mem'}.{k}") for k in (0, 1)]
+    distiller, x, target, index = crd_step_inputs()
+    before = distiller.crd.memory.memory_s.clone()
+    distiller.forward_train(x, target, index=index)           # one process, the whole batch
+    one = distiller.crd.memory
+    for m in ranks:                                            # every row of the global batch written, as one process writes it
+        torch.testing.assert_close(m['memory_s'], one.memory_s, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(m['memory_t'], one.memory_t, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(before[index], one.memory_s[index])
+    torch.testing.assert_close(ranks[0]['Z'], ranks[1]['Z']); assert (ranks[0]['Z'] > 0).all()   # one Z, set on every rank
 
 def test_ddp_step_gives_the_single_process_gradients(tmp_path):
     r = torchrun(ROOT/'tests'/'ddp_grads.py', tmp_path/'grads.pt')
@@ -51,17 +74,19 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     assert two.stdout.count('epoch 3/3') == 1                       # rank 0 alone prints
     assert sorted(p.name for p in (tmp_path/'two').iterdir()) == ['.lock', 'metrics.json', 'model.pt']
 
-def test_ddp_kd_i_distils_from_a_teacher(tmp_path):
+def test_ddp_kd_i_and_crd_p_distil_from_a_teacher(tmp_path):
     launch('teacher', *TINY, '-p', 'out_dir', tmp_path/'t')
-    r = launch('kd', *TINY, '-p', 'calibration', 'isotonic', '-p', 'teacher_path', tmp_path/'t', '-p', 'out_dir', tmp_path/'s')
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads((tmp_path/'s'/'metrics.json').read_text())
-    assert m['method'] == 'KD-i' and m['finished'] and m['history'][-1]['teacher_order']['after']['violation_rate'] == 0
+    for kind, cal, method, extra in (('kd', 'isotonic', 'KD-i', []), ('crd', 'isotonic_appr', 'CRD-p', ['-p', 'nce_n', '256'])):
+        r = launch(kind, *TINY, *extra, '-p', 'calibration', cal, '-p', 'teacher_path', tmp_path/'t', '-p', 'out_dir', tmp_path/kind)
+        assert r.returncode == 0, r.stderr[-3000:]
+        m = json.loads((tmp_path/kind/'metrics.json').read_text())
+        assert m['method'] == method and m['finished'] and m['test_acc_last'] > 0.3
+        assert m['history'][-1]['teacher_order']['after']['violation_rate'] == 0
 
 @pytest.mark.parametrize('args, message', [
-    (['crd', *TINY, '-p', 'nce_n', '256'], 'CRD cannot run on several processes'),
     (['kd', *TINY, '-p', 'batch_size', '63'], 'batch_size=63 (the global batch) does not split evenly over 2 processes'),
     (['kd', '-p', 'temprature', '4'], "unknown parameter 'temprature'"),
+    (['crd', *TINY, '-p', 'nce_n', '100000'], 'nce_n=100000 is more negatives'),
 ])
 def test_bad_launch_fails_before_training(tmp_path, args, message):
     r = launch(*args, '-p', 'out_dir', tmp_path/'x')
