@@ -48,6 +48,14 @@ def test_smoke_study_runs_skips_when_done_and_reports(tmp_path):
     again = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path, '--no-report')
     assert again.returncode == 0 and '3 finished, 0 to run' in again.stdout
     assert set(outcome_lines(again.stdout).values()) == {'skipped'}
+    # a fresh clone has the metrics but not the weights: a student to redo gets its teacher trained again, to the same numbers
+    teacher = json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())
+    (tmp_path/'smoke'/'teacher'/'seed0'/'model.pt').unlink(); (tmp_path/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').unlink()
+    redo = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i', '--root', tmp_path, '--no-report')
+    assert redo.returncode == 0, redo.stdout + redo.stderr
+    assert outcome_lines(redo.stdout) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done'} and 'model.pt is missing' in redo.stdout
+    numbers = lambda m: [(r['train_loss'], r['test_acc'], r['test_loss']) for r in m['history']]
+    assert numbers(json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())) == numbers(teacher)
 
 def test_a_failed_run_does_not_stop_the_others_and_its_students_wait(tmp_path):
     # a corrupt checkpoint makes teacher seed1 fail: its student is not started, seed 0 runs to the end, the exit status is 1
