@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TCMALLOC := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 export LD_PRELOAD := $(TCMALLOC)
 
-.PHONY: setup run study test check
+.PHONY: setup run study test check docs
 setup: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	bash .ci/system-packages.sh
@@ -29,3 +29,8 @@ study: setup
 test: setup check
 check:
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/check
+
+# Executed HTML copies of the numbered notebooks (nbs/00_core ... nbs/13_slurm) and an index, in _docs/
+# (1-2 minutes on 2 shared cores); NBS="01_data 10_report" builds only those.
+docs: setup
+	$(BIN)/python tools/build_docs.py $(NBS)

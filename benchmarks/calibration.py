@@ -10,7 +10,12 @@ timed, scaled to the batch); `isotonic_penalty`; and one `torch.sort` of the sam
 solver that sorts. Prints a markdown table with every time's ratio to that sort.
 """
 from __future__ import annotations
-import argparse, os, platform, statistics, time, warnings
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
 
 import numpy as np
 import torch
@@ -44,7 +49,8 @@ def authors_loop(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     top2 = target.topk(2, 1).indices
     lift = torch.zeros_like(soft)
     for r in range(len(soft)):                                   # offsets that sort the two labels first
-        lift[r, top2[r, 0]] += 1e8; lift[r, top2[r, 1]] += 1e4
+        lift[r, top2[r, 0]] += 1e8
+        lift[r, top2[r, 1]] += 1e4
     order = (soft + lift).sort(1, descending=True).indices
     C = soft.shape[1]
     for r in range(len(soft)):
@@ -52,16 +58,22 @@ def authors_loop(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         i, n_b, block_b = 2, 1.0, []
         while i < C and soft[r, order[r, i]] > soft[r, b]:       # pool b with the other classes above it
             soft[r, b] = (soft[r, b] * n_b + soft[r, order[r, i]]) / (n_b + 1)
-            n_b += 1; block_b.append(order[r, i]); i += 1
+            n_b += 1
+            block_b.append(order[r, i])
+            i += 1
         if soft[r, b] > soft[r, a]:                              # then a with that block, and more classes
             soft[r, a] = (soft[r, b] * n_b + soft[r, a]) / (n_b + 1)
             n_a, block_a = n_b + 1, block_b + [b]
             while i < C and soft[r, order[r, i]] > soft[r, a]:
                 soft[r, a] = (soft[r, a] * n_a + soft[r, order[r, i]]) / (n_a + 1)
-                n_a += 1; block_a.append(order[r, i]); i += 1
-            for k in block_a: soft[r, k] = soft[r, a]
+                n_a += 1
+                block_a.append(order[r, i])
+                i += 1
+            for k in block_a:
+                soft[r, k] = soft[r, a]
         else:
-            for k in block_b: soft[r, k] = soft[r, b]
+            for k in block_b:
+                soft[r, k] = soft[r, b]
     return soft
 
 
@@ -84,36 +96,50 @@ def penalty_fwd_bwd(z: torch.Tensor, t: torch.Tensor):
 def measure(methods: dict, sync) -> dict:
     "Median seconds per call of each method, timed round-robin: (fn, repeats, scale) -> median * scale."
     for fn, n, _ in methods.values():
-        if n >= 5: fn()                                          # warm up (not the slow baselines: no JIT to warm)
+        if n >= 5:
+            fn()                                          # warm up (not the slow baselines: no JIT to warm)
     times = {k: [] for k in methods}
     for r in range(max(n for _, n, _ in methods.values())):
         for k, (fn, n, scale) in methods.items():
-            if r >= n or times[k] is None: continue
-            sync(); t0 = time.perf_counter()
-            try: fn()
-            except RuntimeError: times[k] = None; continue        # a cvxpy solver that did not finish
-            sync(); times[k].append((time.perf_counter() - t0) * scale)
+            if r >= n or times[k] is None:
+                continue
+            sync()
+            t0 = time.perf_counter()
+            try:
+                fn()
+            except RuntimeError:
+                times[k] = None
+            continue        # a cvxpy solver that did not finish
+            sync()
+            times[k].append((time.perf_counter() - t0) * scale)
     return {k: statistics.median(v) if v else float('nan') for k, v in times.items()}
 
 
 def fmt(sec: float) -> str:
-    if sec != sec: return 'did not finish'
+    if sec != sec:
+        return 'did not finish'
     return f"{sec * 1e3:.3g} ms" if sec >= 1e-3 else f"{sec * 1e6:.0f} us"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--device', default='cpu')
-    ap.add_argument('--repeats', type=float, default=1.0, help='scale the number of repeats (e.g. 0.2 for a quick look)')
+    ap.add_argument('--repeats', type=float, default=1.0,
+                    help='scale the number of repeats (e.g. 0.2 for a quick look)')
     ap.add_argument('--cvxpy-rows', type=int, default=4, help='rows solved by cvxpy, scaled to the batch')
     ap.add_argument('--pool', type=int, default=16, help='distinct batches cycled through')
     ap.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's own default)")
     args = ap.parse_args(argv)
-    warnings.filterwarnings('ignore', module='cvxpy'); warnings.filterwarnings('ignore', message='isotonic_reference')
-    if args.threads: torch.set_num_threads(args.threads)
+    warnings.filterwarnings('ignore', module='cvxpy')
+    warnings.filterwarnings('ignore', message='isotonic_reference')
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
-    rep = lambda n: max(1, int(n * args.repeats))
+
+    def rep(n):
+        return max(1, int(n * args.repeats))
+
     sizes = [(128, 100, rep(400), rep(10), rep(30)), (256, 1000, rep(60), rep(3), rep(6))]
     for solver in ('CLARABEL', 'OSQP'):                          # import cvxpy and its solvers before any timing
         isotonic_reference(np.array([[0.0, 1.0, 2.0]]), np.array([[1.0, 0.0, 0.0]]), solver=solver)
@@ -121,7 +147,8 @@ def main(argv=None):
     rows, results = [], {}
     for B, C, n_fast, n_loop, n_scipy in sizes:
         # A pool of distinct batches, cycled through call by call: sorting the very same data again and again lets the
-        # CPU's branch predictor learn it (a 128 x 100 sort then takes 0.1 ms instead of 0.5 ms), which no training step sees.
+        # CPU's branch predictor learn it (a 128 x 100 sort then takes 0.1 ms instead of 0.5 ms), which no training
+        # step sees.
         pool = [teacher_batch(B, C, seed=i, device=dev) for i in range(args.pool)]
         pool_a = [(adversarial(z, t), t) for z, t in pool]
         k = min(args.cvxpy_rows, B)
@@ -130,7 +157,8 @@ def main(argv=None):
             return lambda: fn(*data[next(it) % len(data)])
         m = {
             'isotonic_calibrate': (cyc(isotonic_calibrate), n_fast, 1),
-            'isotonic_calibrate, labels weakest (every row falls back to a sort)': (cyc(isotonic_calibrate, pool_a), n_fast, 1),
+            'isotonic_calibrate, labels weakest (every row falls back to a sort)':
+                (cyc(isotonic_calibrate, pool_a), n_fast, 1),
             'general path (what CUDA runs), on this device': (cyc(_solve_general), rep(n_fast // 4), 1),
             "authors' pattern: row loop, per-element indexing": (cyc(authors_loop), n_loop, 1),
             'isotonic_penalty, forward': (cyc(isotonic_penalty), n_fast, 1),

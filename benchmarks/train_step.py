@@ -1,83 +1,104 @@
 """Cost of a training step: KD-aug, KD-i and KD-p with the same models, batch and mixing, and the share of calibration.
 
     python benchmarks/train_step.py                                   # this CPU: resnet14 -> resnet8, 10 classes
-    python benchmarks/train_step.py --teacher-arch resnet50 --arch resnet18 --classes 100 --compile   # the paper's step, on a GPU
+    # the paper's step, on a GPU:
+    python benchmarks/train_step.py --teacher-arch resnet50 --arch resnet18 --classes 100 --compile
     python benchmarks/train_step.py --json                            # ... and one JSON object on the last line
 
-The three methods run the step `isokd.train.train_epoch` runs (mix, teacher under inference_mode, student forward,
-losses, backward, SGD step) on batches already on the device, in interleaved blocks so that drift of the machine
-affects them alike; the figure per method is the median over blocks. Calibration alone (`isotonic_calibrate` for KD-i,
+The three methods run the shipped step, `isokd.loop.train_step` (mix, teacher under inference_mode, calibration, losses,
+backward, SGD step, schedule), on distillers placed by `isokd.loop.prepare` and built from `KDConfig` as the runs
+build them, on batches already on the device, in interleaved blocks so that drift of the machine affects them alike;
+the figure per method is the median over blocks. Calibration alone (`isotonic_calibrate` for KD-i,
 `isotonic_penalty` forward and backward for KD-p) is timed on the same logits, and its share is given against the step.
 """
-import argparse, copy, json, statistics, time
+import argparse
+import copy
+import json
+import statistics
+import time
 
 import torch
 
 from isokd.calibration import isotonic_calibrate, isotonic_penalty
+from isokd.config import KDConfig
 from isokd.core import get_device, versions
-from isokd.kd import KD
+from isokd.loop import make_optimizer, prepare, train_step
 from isokd.mixing import Mixer
 from isokd.models import create_model
 
 METHODS = {'kd_aug': 'none', 'kd_i': 'isotonic', 'kd_p': 'isotonic_appr'}
 
 def sync(dev):
-    if dev.type == 'cuda': torch.cuda.synchronize(dev)
+    if dev.type == 'cuda':
+        torch.cuda.synchronize(dev)
 
 def timed(fn, dev, n: int) -> float:
     "Milliseconds per call of `fn`, over `n` calls."
-    sync(dev); t0 = time.perf_counter()
-    for _ in range(n): fn()
-    sync(dev); return (time.perf_counter() - t0) * 1000 / n
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(dev)
+    return (time.perf_counter() - t0) * 1000 / n
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--device', default='auto'); p.add_argument('--arch', default='resnet8'); p.add_argument('--teacher-arch', default='resnet14')
-    p.add_argument('--classes', type=int, default=10); p.add_argument('--batch-size', type=int, default=128)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--arch', default='resnet8')
+    p.add_argument('--teacher-arch', default='resnet14')
+    p.add_argument('--classes', type=int, default=10)
+    p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--mixup', default='mixup', choices=['mixup', 'cutmix'])
-    p.add_argument('--blocks', type=int, default=12, help='timed blocks per method'); p.add_argument('--block', type=int, default=5, help='steps per block')
+    p.add_argument('--in-channels', type=int, default=3, help='image channels (Fashion-MNIST at its native size: 1)')
+    p.add_argument('--size', type=int, default=32, help='image side (Fashion-MNIST at its native size: 28)')
+    p.add_argument('--blocks', type=int, default=12, help='timed blocks per method')
+    p.add_argument('--block', type=int, default=5, help='steps per block')
     p.add_argument('--bf16', choices=['auto', 'on', 'off'], default='auto', help='bf16 autocast (auto: on CUDA only)')
     p.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
     p.add_argument('--no-channels-last', dest='channels_last', action='store_false')
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
     p.add_argument('--json', action='store_true', help='print one JSON object on the last line')
     a = p.parse_args()
-    if a.threads: torch.set_num_threads(a.threads)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = get_device(a.device)
     bf16 = dev.type == 'cuda' if a.bf16 == 'auto' else a.bf16 == 'on'
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    student, teacher = create_model(a.arch, a.classes), create_model(a.teacher_arch, a.classes)
-    teacher = teacher.to(dev).to(memory_format=fmt)
-    if a.compile: teacher.compile()
+    student = create_model(a.arch, a.classes, a.in_channels)
+    teacher = create_model(a.teacher_arch, a.classes, a.in_channels)
     runs = {}
-    for name, cal in METHODS.items():                       # the same initial student for each method
-        d = KD(copy.deepcopy(student), teacher, calibration=cal).to(dev).to(memory_format=fmt).train()
-        if a.compile: d.student.compile()
-        runs[name] = (d, torch.optim.SGD(d.student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4))
+    # the same initial student for each method
+    for name, cal in METHODS.items():
+        cfg = KDConfig(dataset='synthetic', calibration=cal, mixup=a.mixup, epochs=1000, device=str(dev))
+        distiller = prepare(cfg.build(copy.deepcopy(student), teacher, None), dev, a.channels_last, a.compile)
+        opt, sched = make_optimizer([p for p in distiller.parameters() if p.requires_grad], cfg, 1000)
+        runs[name] = (distiller, opt, sched)
     mixer = Mixer(a.mixup, a.classes)
-    x = torch.randn(a.batch_size, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
+    x = torch.randn(a.batch_size, a.in_channels, a.size, a.size, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, a.classes, (a.batch_size,), device=dev)
+    index = torch.arange(a.batch_size, device=dev)
 
     def step(name):
-        d, opt = runs[name]
-        xm, target = mixer(x, y)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16): out = d.forward_train(xm, target)
-        loss = sum(out.losses.values())
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        distiller, opt, sched = runs[name]
+        distiller.train()
+        train_step(distiller, (x, y, index), mixer, opt, sched, bf16)
 
     for name in runs:                                       # warm-up (and compilation)
-        for _ in range(3 if not a.compile else 10): step(name)
+        for _ in range(3 if not a.compile else 10):
+            step(name)
     ms = {name: [] for name in runs}
     for _ in range(a.blocks):
-        for name in runs: ms[name].append(timed(lambda: step(name), dev, a.block))
+        for name in runs:
+            ms[name].append(timed(lambda: step(name), dev, a.block))
     med = {name: statistics.median(v) for name, v in ms.items()}
 
     xm, target = mixer(x, y)
-    with torch.inference_mode(): t = runs['kd_i'][0].teacher(xm).float()
+    t = runs['kd_i'][0].teacher_logits(xm)
     z = torch.randn_like(t, requires_grad=True)
     calib = {'kd_i': statistics.median(timed(lambda: isotonic_calibrate(t, target), dev, 20) for _ in range(5)),
-             'kd_p': statistics.median(timed(lambda: isotonic_penalty(z, target).backward(), dev, 20) for _ in range(5))}
+             'kd_p': statistics.median(timed(lambda: isotonic_penalty(z, target).backward(), dev, 20)
+                                       for _ in range(5))}
 
     info = versions(dev)
     print(f"device {info['device']} ({info['device_name']}), torch {info['torch']}, threads {info['threads']}, "
@@ -95,4 +116,5 @@ def main():
                               images_per_s={k: a.batch_size / v * 1000 for k, v in med.items()},
                               params=vars(a) | dict(bf16=bf16), torch=info['torch'], threads=info['threads'])))
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()

@@ -20,11 +20,13 @@ def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Ten
     return torch.zeros(len(y), num_classes, dtype=dtype, device=y.device).scatter_(1, y[:, None], 1.0)
 
 class Mixer:
-    "Mix a batch: `mixer(x, y) -> (mixed images, soft target [B, num_classes])`; `'none'` returns `x` and one-hot targets."
+    """Mix a batch: `mixer(x, y) -> (mixed images, soft target [B, num_classes])`;
+    `'none'` returns `x` and one-hot targets."""
     def __init__(self, method: str = 'mixup', num_classes: int = 10, alpha: float = 1.0):
         self.method, self.num_classes = check_choice('mixup', method, MIXUPS), num_classes
         self.mix = {'none': None, 'mixup': v2.MixUp, 'cutmix': v2.CutMix}[method]
-        if self.mix is not None: self.mix = self.mix(alpha=alpha, num_classes=num_classes)
+        if self.mix is not None:
+            self.mix = self.mix(alpha=alpha, num_classes=num_classes)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         target = one_hot(y, self.num_classes)

@@ -21,7 +21,8 @@ def init_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            if m.bias is not None: nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -54,7 +55,8 @@ class Classifier(nn.Module):
 
 # %% ../nbs/02_models.ipynb #0ecf19a4
 def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
-    if stride == 1 and c_in == c_out: return nn.Identity()
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
     return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
 class BasicBlock(nn.Module):
@@ -101,16 +103,16 @@ def _stage(block, c_in: int, planes: int, n: int, stride: int) -> tuple[nn.Seque
         c_in = planes * block.expansion
     return nn.Sequential(*layers), c_in
 
-def _stem(c_out: int) -> nn.Sequential:
+def _stem(c_in: int, c_out: int) -> nn.Sequential:
     "3x3 stride-1 convolution, BN, ReLU: the CIFAR stem (no max-pool)."
-    return nn.Sequential(nn.Conv2d(3, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 # %% ../nbs/02_models.ipynb #1e6475fa
 class ResNet(Classifier):
     "CIFAR ResNet-18/34/50 of the IDA authors' code: 64-channel 3x3 stem, stages 64/128/256/512, strides 1/2/2/2."
-    def __init__(self, block: type[nn.Module], num_blocks: list[int], num_classes: int = 100):
+    def __init__(self, block: type[nn.Module], num_blocks: list[int], num_classes: int = 100, in_channels: int = 3):
         super().__init__()
-        self.stem = _stem(64)
+        self.stem = _stem(in_channels, 64)
         c, stages = 64, []
         for planes, n, stride in zip((64, 128, 256, 512), num_blocks, (1, 2, 2, 2)):
             stage, c = _stage(block, c, planes, n, stride)
@@ -124,11 +126,13 @@ class ResNet(Classifier):
 # %% ../nbs/02_models.ipynb #a31b33bd
 class CifarResNet(Classifier):
     "CIFAR ResNet of depth 6n+2 with three stages of `BasicBlock`s (RepDistiller `resnet8`...`resnet32x4`)."
-    def __init__(self, depth: int, num_filters: tuple[int, int, int, int] = (16, 16, 32, 64), num_classes: int = 100):
+    def __init__(self, depth: int, num_filters: tuple[int, int, int, int] = (16, 16, 32, 64), num_classes: int = 100,
+                 in_channels: int = 3):
         super().__init__()
-        if (depth - 2) % 6: raise ValueError(f"depth must be 6n+2, got {depth}")
+        if (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        self.stem = _stem(num_filters[0])
+        self.stem = _stem(in_channels, num_filters[0])
         c, stages = num_filters[0], []
         for planes, stride in zip(num_filters[1:], (1, 2, 2)):
             stage, c = _stage(BasicBlock, c, planes, n, stride)
@@ -157,11 +161,12 @@ class WideBasic(nn.Module):
 
 class WideResNet(Classifier):
     "Wide ResNet WRN-`depth`-`widen_factor` for CIFAR (depth 6n+4, channels 16/16k/32k/64k)."
-    def __init__(self, depth: int, widen_factor: int = 1, num_classes: int = 100):
+    def __init__(self, depth: int, widen_factor: int = 1, num_classes: int = 100, in_channels: int = 3):
         super().__init__()
-        if (depth - 4) % 6: raise ValueError(f"depth must be 6n+4, got {depth}")
+        if (depth - 4) % 6:
+            raise ValueError(f"depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
-        self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         c, blocks = 16, []
         for width, stride in zip((16, 32, 64), (1, 2, 2)):
             for s in [stride] + [1] * (n - 1):
@@ -185,14 +190,15 @@ VGG_CFGS: dict[str, list[list[int]]] = {
 
 class VGG(Classifier):
     "CIFAR VGG with BatchNorm: five conv blocks (max-pool after the first three), global pooling, one linear layer."
-    def __init__(self, cfg: list[list[int]], num_classes: int = 100):
+    def __init__(self, cfg: list[list[int]], num_classes: int = 100, in_channels: int = 3):
         super().__init__()
-        layers, c = [], 3
+        layers, c = [], in_channels
         for i, block in enumerate(cfg):
             for width in block:
                 layers += [nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 c = width
-            if i < 3: layers.append(nn.MaxPool2d(2, 2))
+            if i < 3:
+                layers.append(nn.MaxPool2d(2, 2))
         self.layers = nn.Sequential(*layers)
         self._add_head(c, num_classes)
 
@@ -208,7 +214,8 @@ class InvertedResidual(nn.Module):
         self.use_residual = stride == 1 and c_in == c_out
         self.conv = nn.Sequential(
             nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -218,10 +225,11 @@ class MobileNetV2(Classifier):
     "CIFAR MobileNetV2 with expansion `T` and width multiplier `width_mult` (RepDistiller `mobile_half`: T=6, 0.5)."
     settings = [(1, 16, 1, 1), ('T', 24, 2, 1), ('T', 32, 3, 2), ('T', 64, 4, 2),
                 ('T', 96, 3, 1), ('T', 160, 3, 2), ('T', 320, 1, 1)]  # expansion, channels, repeats, stride
-    def __init__(self, T: int = 6, width_mult: float = 0.5, num_classes: int = 100):
+    def __init__(self, T: int = 6, width_mult: float = 0.5, num_classes: int = 100, in_channels: int = 3):
         super().__init__()
         c = int(32 * width_mult)
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c),
+                                  nn.ReLU(inplace=True))
         blocks = []
         for t, width, n, stride in self.settings:
             t = T if t == 'T' else t
@@ -239,9 +247,11 @@ class MobileNetV2(Classifier):
 # %% ../nbs/02_models.ipynb #50dcdb0a
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     "Channel shuffle `[B, g*c, H, W]` -> `[B, c*g, H, W]` (ShuffleNet), keeping channels_last layout."
-    if groups == 1: return x
+    if groups == 1:
+        return x
     b, c, h, w = x.shape
-    fmt = torch.channels_last if (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()) else torch.contiguous_format
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w).contiguous(memory_format=fmt)
 
 # %% ../nbs/02_models.ipynb #828237de
@@ -264,15 +274,16 @@ class ShuffleV1Unit(nn.Module):
         out = channel_shuffle(F.relu(self.bn1(self.conv1(x))), self.g1)
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.stride == 2: return F.relu(torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], 1))
+        if self.stride == 2:
+            return F.relu(torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], 1))
         return F.relu(out + x)
 
 class ShuffleNetV1(Classifier):
     "CIFAR ShuffleNetV1 (RepDistiller `ShuffleV1`): 1x1 stem to 24 channels, three stages, global pooling."
     def __init__(self, out_planes: tuple[int, ...] = (240, 480, 960), num_blocks: tuple[int, ...] = (4, 8, 4),
-                 groups: int = 3, num_classes: int = 100):
+                 groups: int = 3, num_classes: int = 100, in_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
         c, units = 24, []
         for width, n in zip(out_planes, num_blocks):
             for i in range(n):
@@ -323,9 +334,9 @@ class ShuffleV2Down(nn.Module):
 class ShuffleNetV2(Classifier):
     "CIFAR ShuffleNetV2 at net size 1 (RepDistiller `ShuffleV2`): 1x1 stem, three stages, 1x1 conv to 1024, pooling."
     def __init__(self, out_channels: tuple[int, ...] = (116, 232, 464, 1024), num_blocks: tuple[int, ...] = (3, 7, 3),
-                 num_classes: int = 100):
+                 num_classes: int = 100, in_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
         c, units = 24, []
         for width, n in zip(out_channels[:3], num_blocks):
             units.append(ShuffleV2Down(c, width))
@@ -356,10 +367,13 @@ MODELS: dict = {
 }
 del _p
 
-def create_model(name: str,  # a key of `MODELS`, e.g. `'resnet20'` or `'wrn_40_2'`
+def create_model(arch: str,  # a key of `MODELS`, e.g. `'resnet20'` or `'wrn_40_2'`
                  num_classes: int = 100,  # width of the final linear layer
+                 in_channels: int = 3,  # channels of the input images (1 for grey ones)
                 ) -> Classifier:
-    "Build the CIFAR model `name` with freshly initialised weights."
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes=num_classes)
+    "Build the CIFAR model `arch` with freshly initialised weights."
+    if arch not in MODELS:
+        raise ValueError(f"unknown model {arch!r}; valid names: {', '.join(sorted(MODELS))}")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"in_channels={in_channels!r} must be an integer >= 1")
+    return MODELS[arch](num_classes=num_classes, in_channels=in_channels)

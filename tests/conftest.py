@@ -1,17 +1,31 @@
-import os, sys, subprocess, tempfile
+import os
+import sys
+import subprocess
+import tempfile
+import shutil
 from pathlib import Path
 import pytest
 
 # Runs without an explicit out_dir, and cached teachers, go to a scratch folder, never to the project's runs/.
-os.environ['ISOKD_RUNS'] = tempfile.mkdtemp(prefix='isokd-test-runs-')
+SCRATCH_RUNS = tempfile.mkdtemp(prefix='isokd-test-runs-')
+os.environ['ISOKD_RUNS'] = SCRATCH_RUNS
+
+@pytest.fixture(scope='session', autouse=True)
+def remove_scratch_runs():
+    "The scratch folder of the runs goes when the session ends, after the last test that could use it."
+    yield
+    shutil.rmtree(SCRATCH_RUNS, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 def papermill(nb, out, cwd=ROOT, **params):
-    "Run a notebook of nbs/ through papermill's CLI, as a user would (no `out`: papermill prints it); return the CompletedProcess."
+    """Run a notebook of nbs/ through papermill's CLI, as a user would; return the CompletedProcess.
+
+    With no `out`, papermill prints the executed notebook."""
     args = [str(BIN/'papermill'), str(ROOT/'nbs'/nb), *([str(out)] if out is not None else []), '--no-progress-bar']
-    for k, v in params.items(): args += ['-p', k, str(v)]
+    for k, v in params.items():
+        args += ['-p', k, str(v)]
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 @pytest.fixture
@@ -19,3 +33,16 @@ def tiny():
     "Parameters of a tiny, fast run on the synthetic dataset."
     return dict(dataset='synthetic', arch='resnet8', teacher_arch='resnet8', epochs=2, teacher_epochs=2,
                 batch_size=64, device='cpu')
+
+def kd_of(student, teacher, calibration='none', isotonic_mode='add', temperature=4.5, alpha=0.95, rho=2.0):
+    "The KD distiller of a run with these parameters (`calibration` named as the runs name it)."
+    from isokd.config import CALIBRATIONS
+    from isokd.kd import KD, KDLoss
+    return KD(student, teacher,
+              KDLoss(CALIBRATIONS[calibration], temperature, alpha, rho, isotonic_mode, check_inputs=False))
+
+def crd_of(student, teacher, labels, calibration='none', isotonic_mode='add', nce_n=16384, beta=0.8):
+    "The CRD distiller of a run with these parameters."
+    from isokd.crd import CRD, CRDLoss
+    kd = kd_of(student, teacher, calibration, isotonic_mode)
+    return CRD(student, teacher, kd.loss, CRDLoss(student.feat_dim, teacher.feat_dim, labels, nce_n=nce_n), beta=beta)

@@ -20,23 +20,33 @@ def make_targets(kind: str, B: int, C: int, g: torch.Generator) -> torch.Tensor:
     u = torch.rand(B, generator=g, dtype=torch.float64)
     if kind in ('lam>0.5', 'lam<0.5', 'lam=0.5'):
         lam = {'lam>0.5': 0.5 + 0.5 * u, 'lam<0.5': 0.5 * u, 'lam=0.5': torch.full_like(u, 0.5)}[kind]
-        t[r, a] += lam; t[r, b] += 1 - lam
-    elif kind == 'same': t[r, a] = 1.0                                 # a class mixed with itself
+        t[r, a] += lam
+        t[r, b] += 1 - lam
+    elif kind == 'same':
+        t[r, a] = 1.0                                 # a class mixed with itself
     elif kind == 'kway':                                               # 2-4 labels, integer weights: ties are common
         k = min(C, 4)
         idx = torch.rand(B, C, generator=g).argsort(1)[:, :k]
-        w = torch.randint(1, 4, (B, k), generator=g).double() * (torch.arange(k) < torch.randint(2, k + 1, (B, 1), generator=g))
+        w = (torch.randint(1, 4, (B, k), generator=g).double()
+             * (torch.arange(k) < torch.randint(2, k + 1, (B, 1), generator=g)))
         t.scatter_(1, idx, w / w.sum(1, keepdim=True))
-    elif kind == 'smooth':                                             # mixup with label smoothing 0.1, lam = 0.5 in a third
-        lam = u.clone(); lam[::3] = 0.5
-        t[r, a] += lam; t[r, b] += 1 - lam
+    # mixup with label smoothing 0.1, lam = 0.5 in a third
+    elif kind == 'smooth':
+        lam = u.clone()
+        lam[::3] = 0.5
+        t[r, a] += lam
+        t[r, b] += 1 - lam
         t = 0.9 * t + 0.1 / C
-    elif kind == 'distinct': t = torch.rand(B, C, generator=g, dtype=torch.float64)   # one class per tier
-    elif kind == 'ties': t = torch.randint(0, 3, (B, C), generator=g).double()
-    elif kind == 'signed':                                             # negative weights, and -0.0 in the same tier as +0.0
+    elif kind == 'distinct':
+        t = torch.rand(B, C, generator=g, dtype=torch.float64)   # one class per tier
+    elif kind == 'ties':
+        t = torch.randint(0, 3, (B, C), generator=g).double()
+    # negative weights, and -0.0 in the same tier as +0.0
+    elif kind == 'signed':
         t = 0.5 * torch.randint(-2, 3, (B, C), generator=g).double()
         t[1::2] = torch.where(t[1::2] == 0, -0.0, t[1::2])
-    elif kind == 'uniform': t[:] = 1.0 / C
+    elif kind == 'uniform':
+        t[:] = 1.0 / C
     return t
 
 
@@ -44,14 +54,16 @@ def make_scores(t: torch.Tensor, kind: str, g: torch.Generator, scale: float = 3
     "Teacher scores for the targets `t` (float64)."
     B, C = t.shape
     s = scale * torch.randn(B, C, generator=g, dtype=torch.float64)
-    if kind == 'teacher': s = s + 4 * scale * t                        # mostly agrees with the target
+    if kind == 'teacher':
+        s = s + 4 * scale * t                        # mostly agrees with the target
     elif kind == 'adversarial':                                        # the labels get the teacher's weakest scores
         order = t.argsort(dim=1, descending=True, stable=True)
         s = torch.empty_like(s).scatter_(1, order, s.sort(1).values)
     elif kind == 'ordered':                                            # already in order: returned unchanged
         jitter = 1e-9 * torch.rand(B, C, generator=g, dtype=torch.float64)
         s = torch.empty_like(s).scatter_(1, (t + jitter).argsort(1, descending=True), s.sort(1, descending=True).values)
-    elif kind == 'ties': s = s.round()
+    elif kind == 'ties':
+        s = s.round()
     return s
 
 
@@ -87,7 +99,8 @@ def oracle_rows():
             s32 = s.float().double()                                   # the float32 check gets its own oracle
             if kind == 'distinct' and C >= 1000:   # a chain of 1,000 tiers: cvxpy cannot, see chain_oracle
                 ref = torch.cat([chain_oracle(s, t), chain_oracle(s32, t)])
-            else: ref = isotonic_reference(torch.cat([s, s32]), torch.cat([t, t]), rows_per_problem=per)
+            else:
+                ref = isotonic_reference(torch.cat([s, s32]), torch.cat([t, t]), rows_per_problem=per)
             out.append((C, kind, s, t, ref[:n], ref[n:]))
     return out
 
@@ -126,7 +139,8 @@ def test_oracle_defaults_and_clarabel():
     g = torch.Generator().manual_seed(1)
     for C in (3, 10, 100):
         for kind in KINDS:
-            t = make_targets(kind, 4, C, g); s = make_scores(t, 'random', g)
+            t = make_targets(kind, 4, C, g)
+            s = make_scores(t, 'random', g)
             q, tol = isotonic_calibrate(s, t), s.abs().amax(1)
             assert ((q - isotonic_reference(s, t)).abs().amax(1) <= 1e-6 * tol).all(), (C, kind)
             assert ((q - isotonic_reference(s, t, solver='CLARABEL')).abs().amax(1) <= 1e-4 * tol).all(), (C, kind)
@@ -140,7 +154,8 @@ def test_fast_path_certifies_typical_rows(monkeypatch):
     monkeypatch.setattr(cal, '_solve_sorted', lambda s, t, exact: seen.append(len(s)) or orig(s, t, exact))
     g = torch.Generator().manual_seed(7)
     for C in (100, 1000):
-        t = make_targets('lam>0.5', 256, C, g).float(); s = make_scores(t, 'teacher', g).float()
+        t = make_targets('lam>0.5', 256, C, g).float()
+        s = make_scores(t, 'teacher', g).float()
         q = isotonic_calibrate(s, t)
         torch.testing.assert_close(q, orig(s, t, True), rtol=0, atol=1e-6)
     assert sum(seen) <= 0.05 * 2 * 256, seen
@@ -168,7 +183,8 @@ def test_lambda_cases_by_hand():
 
 def test_bfloat16_and_half():
     g = torch.Generator().manual_seed(2)
-    t = make_targets('lam>0.5', 64, 100, g); s = make_scores(t, 'random', g)
+    t = make_targets('lam>0.5', 64, 100, g)
+    s = make_scores(t, 'random', g)
     for dt in (torch.bfloat16, torch.float16):
         sl = s.to(dt)
         q = isotonic_calibrate(sl, t.to(dt))
@@ -181,7 +197,8 @@ def test_bfloat16_and_half():
 
 def test_inputs_untouched_and_no_graph():
     g = torch.Generator().manual_seed(3)
-    t = make_targets('kway', 32, 50, g).float(); s = make_scores(t, 'adversarial', g).float().requires_grad_()
+    t = make_targets('kway', 32, 50, g).float()
+    s = make_scores(t, 'adversarial', g).float().requires_grad_()
     s0, t0 = s.detach().clone(), t.clone()
     for path in PATHS:
         q = _calibrate(s.detach(), t, path)
@@ -190,7 +207,8 @@ def test_inputs_untouched_and_no_graph():
     assert q.grad_fn is None and not q.requires_grad
     assert torch.equal(s.detach(), s0) and torch.equal(t, t0)
     ti = torch.randn(8, 20)
-    with torch.inference_mode(): tt = ti.clone()
+    with torch.inference_mode():
+        tt = ti.clone()
     assert isotonic_calibrate(tt, torch.zeros(8, 20).index_fill_(1, torch.tensor([3]), 1.0)).shape == (8, 20)
 
 
@@ -198,23 +216,30 @@ def test_shapes_and_errors():
     assert isotonic_calibrate(torch.randn(0, 5), torch.zeros(0, 5)).shape == (0, 5)
     x = torch.randn(4, 1)
     assert torch.equal(isotonic_calibrate(x, torch.ones(4, 1)), x)
-    with pytest.raises(ValueError): isotonic_calibrate(torch.randn(4, 5), torch.zeros(4, 6))
-    with pytest.raises(ValueError): isotonic_calibrate(torch.randn(5), torch.zeros(5))
-    with pytest.raises(TypeError): isotonic_calibrate(torch.zeros(4, 5, dtype=torch.long), torch.zeros(4, 5))
+    with pytest.raises(ValueError):
+        isotonic_calibrate(torch.randn(4, 5), torch.zeros(4, 6))
+    with pytest.raises(ValueError):
+        isotonic_calibrate(torch.randn(5), torch.zeros(5))
+    with pytest.raises(TypeError):
+        isotonic_calibrate(torch.zeros(4, 5, dtype=torch.long), torch.zeros(4, 5))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
 def test_cuda_matches_cpu_without_sync():
     g = torch.Generator().manual_seed(4)
     for kind in KINDS:
-        t = make_targets(kind, 128, 100, g); s = make_scores(t, 'random', g)
+        t = make_targets(kind, 128, 100, g)
+        s = make_scores(t, 'random', g)
         for dt in (torch.float64, torch.float32, torch.bfloat16):
             sc, tc = s.to(dt).cuda(), t.to(dt if dt != torch.float64 else dt).cuda()
             torch.cuda.set_sync_debug_mode('error')
-            try: q = isotonic_calibrate(sc, tc)
-            finally: torch.cuda.set_sync_debug_mode('default')
+            try:
+                q = isotonic_calibrate(sc, tc)
+            finally:
+                torch.cuda.set_sync_debug_mode('default')
             assert q.device.type == 'cuda' and q.dtype == dt
-            torch.testing.assert_close(q.cpu(), isotonic_calibrate(s.to(dt), t.to(dt)), rtol=1e-5, atol=1e-5 * s.abs().max().item())
+            torch.testing.assert_close(q.cpu(), isotonic_calibrate(s.to(dt), t.to(dt)),
+                                       rtol=1e-5, atol=1e-5 * s.abs().max().item())
 
 
 # ---- property tests --------------------------------------------------------------------------------------------------
@@ -235,7 +260,9 @@ def chain_blocks(q, t):
     order = np.lexsort((-q, -t))
     runs, start = [], 0
     for i in range(1, len(order) + 1):
-        if i == len(order) or q[order[i]] != q[order[start]]: runs.append(order[start:i]); start = i
+        if i == len(order) or q[order[i]] != q[order[start]]:
+            runs.append(order[start:i])
+        start = i
     return runs
 
 
@@ -266,7 +293,8 @@ def test_property_pooled_blocks_keep_their_sums(p):
     q = _calibrate(s, t, path)
     for r in range(len(s)):
         for blk in chain_blocks(q[r].numpy(), t[r].numpy()):
-            assert abs(s[r, blk].sum().item() - q[r, blk].sum().item()) <= 1e-9 * (1 + s[r].abs().max().item()) * len(blk)
+            assert (abs(s[r, blk].sum().item() - q[r, blk].sum().item())
+                    <= 1e-9 * (1 + s[r].abs().max().item()) * len(blk))
 
 
 @PROPS
@@ -333,7 +361,8 @@ def test_order_stats_by_hand():
 
 def test_order_stats_large_rows_in_chunks():
     g = torch.Generator().manual_seed(6)
-    t = make_targets('lam>0.5', 40, 1000, g).float(); s = make_scores(t, 'random', g).float()
+    t = make_targets('lam>0.5', 40, 1000, g).float()
+    s = make_scores(t, 'random', g).float()
     st_ = order_stats(s, t)
     assert -1 <= st_['kendall_tau'] <= 1 and 0 <= st_['top2_ratio'] <= 1 and 0 < st_['violation_rate'] <= 1
     assert order_stats(isotonic_calibrate(s, t), t)['violation_rate'] == 0.0

@@ -1,18 +1,20 @@
-"CRD: gradients into the student's backbone, the memory bank under mixing, the NCE loss by hand, runs and their refusals."
-import math, time
+"""CRD: gradients into the student's backbone, the memory bank under mixing, the NCE loss by hand,
+runs and their refusals."""
+import math
+import time
 from dataclasses import fields
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-import isokd.train
-from isokd.crd import CRD, CRDConfig, ContrastMemory, distill_crd, max_negatives, nce_loss
-from isokd.kd import KD
+import isokd.runs
+from isokd.config import CRDConfig
+from isokd.crd import ContrastMemory, max_negatives, nce_loss
+from isokd.runs import distill_crd
 from isokd.mixing import Mixer
 from isokd.models import create_model
-from isokd.train import read_metrics
-from conftest import ROOT, papermill
+from isokd.runs import read_metrics
+from conftest import papermill, kd_of, crd_of
 
 N_CLASSES = 4
 LABELS = torch.arange(64) % N_CLASSES          # 64 training images, 16 per class: at most 48 negatives
@@ -35,7 +37,7 @@ def batch(mixup='mixup'):
 def test_crd_gradient_reaches_the_students_first_convolution(pair, mixup):
     student, teacher = pair
     x, target = batch(mixup)
-    out = CRD(student, teacher, LABELS, nce_n=32).forward_train(x, target, index=INDEX)
+    out = crd_of(student, teacher, LABELS, nce_n=32)(x, target, INDEX)
     first_conv = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d))
     g = torch.autograd.grad(out.losses['crd'], first_conv.weight)[0]
     assert torch.isfinite(g).all() and g.abs().sum() > 0
@@ -45,13 +47,13 @@ def test_crd_gradient_reaches_the_students_first_convolution(pair, mixup):
 @pytest.mark.parametrize('dense', [True, False])
 def test_memory_rows_updated_are_exactly_the_batch_dataset_indices(pair, dense):
     student, teacher = pair
-    crd = CRD(student, teacher, LABELS, nce_n=32)
+    crd = crd_of(student, teacher, LABELS, nce_n=32)
     mem = crd.crd.memory
     mem.dense = dense
     for mixup in ('cutmix', 'mixup'):
         x, target = batch(mixup)       # row i keeps its own image x_a = training image INDEX[i]
         before = mem.memory_s.clone(), mem.memory_t.clone()
-        crd.forward_train(x, target, index=INDEX)
+        crd(x, target, INDEX)
         for b, after in zip(before, (mem.memory_s, mem.memory_t)):
             assert torch.where((after != b).any(1))[0].tolist() == sorted(INDEX.tolist())
             torch.testing.assert_close(after[INDEX].norm(dim=1), torch.ones(len(INDEX)))
@@ -63,10 +65,10 @@ def test_both_ways_of_scoring_give_the_same_loss(pair):
     losses = []
     for dense in (True, False):
         torch.manual_seed(3)
-        crd = CRD(student, teacher, LABELS, nce_n=32)
+        crd = crd_of(student, teacher, LABELS, nce_n=32)
         crd.crd.memory.dense = dense
         torch.manual_seed(4)
-        losses.append(crd.forward_train(x, target, index=INDEX).losses['crd'])
+        losses.append(crd(x, target, INDEX).losses['crd'])
     torch.testing.assert_close(losses[0], losses[1])
 
 
@@ -78,7 +80,8 @@ def test_nce_loss_small_case_by_hand():
     # a batch of two rows is the mean of the rows
     p2 = torch.tensor([[0.2, 0.05, 0.3], [0.1, 0.1, 0.1]])
     row2 = -(math.log(0.1 / 0.3) + 2 * math.log(0.2 / 0.3))
-    assert nce_loss(p2.log(), 10).item() == pytest.approx((-(math.log(0.5) + math.log(0.8) + math.log(0.4)) + row2) / 2, rel=1e-6)
+    assert nce_loss(p2.log(), 10).item() == pytest.approx((-(math.log(0.5) + math.log(0.8) + math.log(0.4)) + row2) / 2,
+                                                          rel=1e-6)
 
 
 def _repdistiller_step(mem_v1, mem_v2, Z, v1, v2, y, idx, T, momentum, eps=1e-7):
@@ -86,15 +89,18 @@ def _repdistiller_step(mem_v1, mem_v2, Z, v1, v2, y, idx, T, momentum, eps=1e-7)
     n_data, (bsz, k1) = mem_v1.shape[0], idx.shape
     out_v2 = torch.exp(torch.bmm(mem_v1[idx.view(-1)].view(bsz, k1, -1), v2[:, :, None]) / T)
     out_v1 = torch.exp(torch.bmm(mem_v2[idx.view(-1)].view(bsz, k1, -1), v1[:, :, None]) / T)
-    if Z[0] < 0: Z[0] = out_v1.mean().item() * n_data
-    if Z[1] < 0: Z[1] = out_v2.mean().item() * n_data
+    if Z[0] < 0:
+        Z[0] = out_v1.mean().item() * n_data
+    if Z[1] < 0:
+        Z[1] = out_v2.mean().item() * n_data
     out_v1, out_v2 = out_v1 / Z[0], out_v2 / Z[1]
     with torch.no_grad():
         for mem, v in ((mem_v1, v1), (mem_v2, v2)):
             pos = mem[y] * momentum + v * (1 - momentum)
             mem.index_copy_(0, y, pos / pos.pow(2).sum(1, keepdim=True).pow(0.5))
     def contrast_loss(x):
-        x = x.squeeze(2); m, Pn = x.size(1) - 1, 1 / n_data
+        x = x.squeeze(2)
+        m, Pn = x.size(1) - 1, 1 / n_data
         log_D1 = (x[:, 0] / (x[:, 0] + m * Pn + eps)).log()
         log_D0 = ((m * Pn) / (x[:, 1:] + m * Pn + eps)).log()
         return -(log_D1.sum() + log_D0.sum()) / bsz
@@ -104,7 +110,7 @@ def _repdistiller_step(mem_v1, mem_v2, Z, v1, v2, y, idx, T, momentum, eps=1e-7)
 def test_crd_loss_matches_repdistiller():
     torch.manual_seed(0)
     labels = LABELS[torch.randperm(len(LABELS))]
-    crd = CRD(create_model('resnet8', N_CLASSES), create_model('resnet8', N_CLASSES), labels, nce_n=40).crd
+    crd = crd_of(create_model('resnet8', N_CLASSES), create_model('resnet8', N_CLASSES), labels, nce_n=40).crd
     mem_v1, mem_v2, Z = crd.memory.memory_s.clone(), crd.memory.memory_t.clone(), [-1., -1.]
     for step in range(3):
         f_s, f_t, index = torch.randn(6, 64), torch.randn(6, 64), torch.randperm(len(labels))[:6]
@@ -113,7 +119,8 @@ def test_crd_loss_matches_repdistiller():
         v1, v2 = crd.embed_s(f_s), crd.embed_t(f_t)
         theirs = _repdistiller_step(mem_v1, mem_v2, Z, v1, v2, index, contrast_idx, 0.07, 0.5)
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(crd.memory.memory_s, mem_v1); torch.testing.assert_close(crd.memory.memory_t, mem_v2)
+        torch.testing.assert_close(crd.memory.memory_s, mem_v1)
+        torch.testing.assert_close(crd.memory.memory_t, mem_v2)
         torch.testing.assert_close(crd.memory.Z, torch.tensor(Z))
 
 
@@ -139,15 +146,16 @@ def test_crd_variants_are_the_kd_variant_plus_beta_crd(pair, calibration, mode, 
     student, teacher = pair
     x, target = batch()
     kw = dict(calibration=calibration, isotonic_mode=mode)
-    crd = CRD(student, teacher, LABELS, nce_n=32, **kw).forward_train(x, target, index=INDEX).losses
-    kd = KD(student, teacher, **kw).forward_train(x, target).losses
+    crd = crd_of(student, teacher, LABELS, nce_n=32, **kw)(x, target, INDEX).losses
+    kd = kd_of(student, teacher, **kw)(x, target).losses
     assert set(crd) == keys
-    for k, v in kd.items(): torch.testing.assert_close(crd[k], v)
+    for k, v in kd.items():
+        torch.testing.assert_close(crd[k], v)
     outs = []
     for beta in (0.8, 1.6):
         torch.manual_seed(5)
-        d = CRD(student, teacher, LABELS, nce_n=32, beta=beta, **kw)
-        outs.append(d.forward_train(x, target, index=INDEX).losses['crd'])
+        d = crd_of(student, teacher, LABELS, nce_n=32, beta=beta, **kw)
+        outs.append(d(x, target, INDEX).losses['crd'])
     torch.testing.assert_close(outs[1], 2 * outs[0])
 
 
@@ -161,8 +169,9 @@ def test_methods_and_paper_defaults():
     assert CRDConfig(**syn).path.parent.name == 'crd'
 
 
-@pytest.mark.parametrize('param,value', [('beta', -0.1), ('nce_t', 0.0), ('nce_t', -1.0), ('nce_m', -0.1), ('nce_m', 1.5),
-                                         ('feat_dim', 0), ('feat_dim', 1.5), ('nce_n', 0), ('nce_n', 461)])
+@pytest.mark.parametrize('param,value', [('beta', -0.1), ('nce_t', 0.0), ('nce_t', -1.0), ('nce_m', -0.1),
+                                         ('nce_m', 1.5), ('feat_dim', 0), ('feat_dim', 1.5), ('nce_n', 0),
+                                         ('nce_n', 461)])
 def test_bad_crd_parameters_fail_naming_the_parameter(tmp_path, param, value):
     with pytest.raises(ValueError, match=f'{param}={value!r}'):
         distill_crd(**(dict(dataset='synthetic', nce_n=64, out_dir=str(tmp_path/'x')) | {param: value}))
@@ -177,26 +186,34 @@ def test_too_many_negatives_fail_before_any_training(tmp_path, monkeypatch):
     assert not (tmp_path/'x').exists() and not (tmp_path/'runs').exists() and time.time() - t0 < 10
 
 
-class _Stop(Exception): pass
+class _Stop(Exception):
+    pass
 
 
 def test_resumed_crd_run_continues_with_the_same_memory(tmp_path, tiny, monkeypatch, capsys):
-    params = tiny | dict(epochs=2, nce_n=64, progress=False)     # the tiny teacher is trained once and cached for the session
+    # the tiny teacher is trained once and cached for the session
+    params = tiny | dict(epochs=2, nce_n=64, progress=False)
     whole = distill_crd(out_dir=str(tmp_path/'whole'), **params)
-    evaluate, calls = isokd.train.evaluate, []
+    evaluate, calls = isokd.runs.evaluate, []
     def stop_in_second_epoch(*a, **kw):
         calls.append(1)
-        if len(calls) == 2: raise _Stop
+        if len(calls) == 2:
+            raise _Stop
         return evaluate(*a, **kw)
-    monkeypatch.setattr(isokd.train, 'evaluate', stop_in_second_epoch)
-    with pytest.raises(_Stop): distill_crd(out_dir=str(tmp_path/'cut'), **params)
-    monkeypatch.setattr(isokd.train, 'evaluate', evaluate)
+    monkeypatch.setattr(isokd.runs, 'evaluate', stop_in_second_epoch)
+    with pytest.raises(_Stop):
+        distill_crd(out_dir=str(tmp_path/'cut'), **params)
+    monkeypatch.setattr(isokd.runs, 'evaluate', evaluate)
     state = torch.load(tmp_path/'cut'/'checkpoint.pt', weights_only=True)['state']
-    assert {'crd.memory.memory_s', 'crd.memory.memory_t', 'crd.memory.Z'} <= set(state) and (state['crd.memory.Z'] > 0).all()
+    assert ({'crd.memory.memory_s', 'crd.memory.memory_t', 'crd.memory.Z'} <= set(state)
+            and (state['crd.memory.Z'] > 0).all())
     capsys.readouterr()
     resumed = distill_crd(out_dir=str(tmp_path/'cut'), **params)
     assert 'Resuming' in capsys.readouterr().out
-    strip = lambda m: [{k: v for k, v in r.items() if k not in ('seconds', 'images_per_s')} for r in m['history']]
+
+    def strip(m):
+        return [{k: v for k, v in r.items() if k not in ('seconds', 'images_per_s')} for r in m['history']]
+
     assert resumed['finished'] and strip(resumed) == strip(whole)
 
 

@@ -1,5 +1,6 @@
 "Datasets by name, offline data, subsets and the device batch pipeline."
-import gzip, shutil
+import gzip
+import shutil
 
 import pytest
 import torch
@@ -7,24 +8,32 @@ import torch
 import isokd.data as D
 from isokd.data import load_data, DeviceLoader, random_crop_flip, stratified_subset, read_idx
 
-def test_fashion_mnist_is_whole_and_cifar_shaped():
-    "The embedded default; `make setup` installs Debian's dataset-fashion-mnist."
+def test_fashion_mnist_is_whole_and_native():
+    "The embedded default, one grey channel at 28x28; `make setup` installs Debian's dataset-fashion-mnist."
     d = load_data('fashion_mnist')
-    assert d.x_train.shape == (60000, 3, 32, 32) and d.x_test.shape == (10000, 3, 32, 32)
+    assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     assert d.x_train.dtype == torch.uint8 and d.num_classes == 10
     assert torch.bincount(d.y_test).tolist() == [1000] * 10
-    assert torch.equal(d.x_train[:, 0], d.x_train[:, 2])            # grey repeated to 3 channels
-    inner = d.x_train[:, 0, 2:30, 2:30].float() / 255
-    assert abs(inner.mean() - d.mean[0]) < 2e-3 and abs(inner.std() - d.std[0]) < 2e-3
+    pixels = d.x_train.float() / 255
+    assert abs(pixels.mean() - d.mean[0]) < 2e-3 and abs(pixels.std() - d.std[0]) < 2e-3
+
+def test_validation_split_is_held_out_of_every_training_subset():
+    d = load_data('fashion_mnist', n_train=2000, n_val=1000, seed=1)
+    assert len(d.y_val) == 1000 and torch.bincount(d.y_val).tolist() == [100] * 10
+    train = {bytes(x.numpy()) for x in d.x_train}
+    assert not train & {bytes(x.numpy()) for x in d.x_val}
+    assert torch.equal(load_data('fashion_mnist', n_train=500, n_val=1000, seed=2).x_val, d.x_val)
 
 def test_fashion_mnist_torchvision_layout(tmp_path, monkeypatch):
-    raw = tmp_path/'FashionMNIST'/'raw'; raw.mkdir(parents=True)
-    for f in D.DEBIAN_FASHION_MNIST.glob('t10k-*.gz'): shutil.copy(f, raw/f.name)     # gzipped ...
+    raw = tmp_path/'FashionMNIST'/'raw'
+    raw.mkdir(parents=True)
+    for f in D.DEBIAN_FASHION_MNIST.glob('t10k-*.gz'):
+        shutil.copy(f, raw/f.name)     # gzipped ...
     for f in D.DEBIAN_FASHION_MNIST.glob('train-*.gz'):                               # ... and plain
         (raw/f.name[:-3]).write_bytes(gzip.decompress(f.read_bytes()))
     monkeypatch.setattr(D, 'DEBIAN_FASHION_MNIST', tmp_path/'absent')
     d = load_data('fashion_mnist', root=tmp_path, n_train=100, n_test=50)
-    assert d.x_train.shape == (100, 3, 32, 32) and d.x_test.shape == (50, 3, 32, 32)
+    assert d.x_train.shape == (100, 1, 28, 28) and d.x_test.shape == (50, 1, 28, 28)
 
 def test_missing_fashion_mnist_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(D, 'DEBIAN_FASHION_MNIST', tmp_path/'absent')
@@ -47,7 +56,8 @@ def test_unknown_dataset_lists_names():
 
 def test_read_idx_rejects_other_files(tmp_path):
     (tmp_path/'x').write_bytes(b'\x00\x00\x0d\x01' + bytes(8))
-    with pytest.raises(ValueError, match='not an IDX file of unsigned bytes'): read_idx(tmp_path/'x')
+    with pytest.raises(ValueError, match='not an IDX file of unsigned bytes'):
+        read_idx(tmp_path/'x')
 
 def test_stratified_subset_is_seeded_and_proportional():
     y = torch.randint(0, 7, (5000,), generator=torch.Generator().manual_seed(0))
@@ -77,3 +87,12 @@ def test_loader_normalises_and_is_reproducible_per_epoch():
     x = next(iter(ev))[0]
     ref = (d.x_test.float() / 255 - torch.tensor(d.mean).view(1, 3, 1, 1)) / torch.tensor(d.std).view(1, 3, 1, 1)
     assert torch.allclose(x, ref, atol=1e-5)
+
+def test_each_rank_draws_its_own_crops_and_flips():
+    "Identical images on two ranks: the same generator state would give both the same crops; each rank has its own."
+    x = torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8).expand(64, -1, -1, -1).clone()
+    y = torch.zeros(64).long()
+    def loader(**kw): return DeviceLoader(x, y, 16, (0.5,) * 3, (0.25,) * 3, train=True, seed=3, **kw)
+    first = [next(iter(loader(rank=r, world_size=2)))[0] for r in (0, 1)]
+    assert not torch.equal(first[0], first[1])
+    assert torch.equal(next(iter(loader()))[0], next(iter(loader()))[0])

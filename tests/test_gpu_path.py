@@ -1,17 +1,21 @@
-"What a GPU run does, checked where it can be: bf16 autocast and torch.compile run on the CPU too; on CUDA, the step never waits for the host."
+"""What a GPU run does, checked where it can be: bf16 autocast and torch.compile run on the CPU too;
+on CUDA, the step never waits for the host."""
 import pytest
 import torch
 
 from isokd.data import synthetic_data, DeviceLoader
-from isokd.kd import KD
 from isokd.mixing import Mixer
 from isokd.models import create_model
-from isokd.train import distill, train_teacher, make_optimizer, KDConfig
+from isokd.config import KDConfig
+from isokd.loop import make_optimizer, train_step
+from isokd.runs import distill, train_teacher
+from conftest import kd_of
 
 def test_bf16_and_compile_run_on_cpu(tmp_path, tiny):
-    train_teacher(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, device='cpu', out_dir=str(tmp_path/'t'), progress=False)
-    m = distill(**(tiny | dict(epochs=1, calibration='isotonic', bf16=True, compile=True)), teacher_path=str(tmp_path/'t'),
-                out_dir=str(tmp_path/'s'), progress=False)
+    train_teacher(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, device='cpu',
+                  out_dir=str(tmp_path/'t'), progress=False)
+    m = distill(**(tiny | dict(epochs=1, calibration='isotonic', bf16=True, compile=True)),
+                teacher_path=str(tmp_path/'t'), out_dir=str(tmp_path/'s'), progress=False)
     assert m['finished'] and m['params']['compile'] and m['params']['bf16']
     assert m['test_acc_last'] > 0.2                           # 10 classes: chance is 0.1
     assert 'compile' not in m['identity']                     # how it runs, not what it computes
@@ -21,18 +25,16 @@ def test_bf16_and_compile_run_on_cpu(tmp_path, tiny):
 def test_cuda_step_never_syncs_with_the_host(calibration, mixup):
     dev = torch.device('cuda')
     d = synthetic_data(512, 64)
-    distiller = KD(create_model('resnet8', 10), create_model('resnet20', 10), calibration=calibration).to(dev)
+    distiller = kd_of(create_model('resnet8', 10), create_model('resnet20', 10), calibration=calibration).to(dev)
     distiller.to(memory_format=torch.channels_last).train()
     loader = DeviceLoader(d.x_train, d.y_train, 128, d.mean, d.std, train=True, device=dev, channels_last=True)
     opt, sched = make_optimizer(distiller.student.parameters(), KDConfig(dataset='synthetic'), len(loader))
     mixer, sums = Mixer(mixup, 10), torch.zeros((), device=dev)
     for i, (x, y, idx) in enumerate(loader):                  # the first step allocates; the next ones are checked
-        if i == 1: torch.cuda.set_sync_debug_mode('error')
+        if i == 1:
+            torch.cuda.set_sync_debug_mode('error')
         try:
-            x, target = mixer(x, y)
-            with torch.autocast('cuda', dtype=torch.bfloat16): out = distiller.forward_train(x, target, index=idx)
-            loss = sum(out.losses.values())
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            sums += loss.detach().float()
-        finally: torch.cuda.set_sync_debug_mode('default')
+            sums += train_step(distiller, (x, y, idx), mixer, opt, sched, bf16=True).loss.float()
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
     assert torch.isfinite(sums).item()

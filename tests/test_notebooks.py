@@ -1,15 +1,13 @@
 "The papermill notebooks: one parameters cell whose defaults are the configuration's defaults."
-import dataclasses, json
+import dataclasses
+import json
 import pytest
 import papermill as pm
 
-from isokd.train import TeacherConfig, KDConfig
-from conftest import ROOT
+from isokd.config import TeacherConfig, KDConfig, CRDConfig
+from conftest import ROOT, papermill
 
-CONFIGS = {'run_teacher.ipynb': TeacherConfig, 'run_kd.ipynb': KDConfig}
-try:
-    from isokd.crd import CRDConfig; CONFIGS['run_crd.ipynb'] = CRDConfig
-except ImportError: pass
+CONFIGS = {'run_teacher.ipynb': TeacherConfig, 'run_kd.ipynb': KDConfig, 'run_crd.ipynb': CRDConfig}
 
 @pytest.mark.parametrize('nb', sorted(CONFIGS))
 def test_parameters_cell_matches_the_config(nb):
@@ -19,7 +17,15 @@ def test_parameters_cell_matches_the_config(nb):
     fields = {f.name: f.default for f in dataclasses.fields(CONFIGS[nb])}
     assert set(params) == set(fields)
     for name, p in params.items():
-        assert eval(p['default']) == fields[name], name
+        assert eval(p['default'], {CONFIGS[nb].__name__: CONFIGS[nb]}) == fields[name], name
 
 def test_every_run_notebook_is_checked():
     assert {p.name for p in (ROOT/'nbs').glob('run_*.ipynb')} == set(CONFIGS)
+
+@pytest.mark.parametrize('nb', sorted(CONFIGS))
+def test_a_misspelt_parameter_name_is_refused_before_anything_is_written(tmp_path, nb):
+    r = papermill(nb, tmp_path/'out.ipynb', calibraton='isotonic', dataset='synthetic', out_dir=tmp_path/'run')
+    assert r.returncode != 0
+    kind = CONFIGS[nb].kind
+    assert f"unknown parameter 'calibraton' for a {kind} run; valid names: dataset, arch" in r.stderr + r.stdout
+    assert not (tmp_path/'run').exists()

@@ -1,5 +1,8 @@
 "The study runner as a user meets it: `python -m isokd.study` on the smoke scale, its failures and its bad input."
-import json, os, subprocess, sys
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,19 +12,20 @@ from conftest import ROOT
 
 def study(*args, env=None):
     "Run the study's command line; return the CompletedProcess."
-    return subprocess.run([sys.executable, '-m', 'isokd.study', *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, **(env or {})))
+    return subprocess.run([sys.executable, '-m', 'isokd.study', *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env=dict(os.environ, **(env or {})))
 
 def outcome_lines(out: str) -> dict:
     "The per-run lines of the runner's output: 'config seedK' -> state."
-    lines = [l.split(']', 1)[1].split() for l in out.splitlines() if l.startswith('[')]
+    lines = [line.split(']', 1)[1].split() for line in out.splitlines() if line.startswith('[')]
     return {f"{w[0]} {w[1]}": w[2] for w in lines}
 
 def test_registry_names_every_readme_configuration():
     assert len(CONFIGS) == 15 and set(SCALES) == {'paper', 'cpu', 'smoke'}
     kinds = {n: (c['kind'], c.get('mixup'), c.get('calibration')) for n, c in CONFIGS.items()}
     assert kinds['kd'] == ('kd', 'none', 'none') and kinds['crd-mixup'] == ('crd', 'mixup', 'none')
-    assert kinds['kd-cutmix-i'] == ('kd', 'cutmix', 'isotonic') and kinds['crd-mixup-p'] == ('crd', 'mixup', 'isotonic_appr')
+    assert (kinds['kd-cutmix-i'] == ('kd', 'cutmix', 'isotonic')
+            and kinds['crd-mixup-p'] == ('crd', 'mixup', 'isotonic_appr'))
 
 def test_paper_scale_is_the_authors_setting(tmp_path):
     jobs = {j.config: j.run_config() for j in plan('paper', seeds=1, root=tmp_path)}
@@ -29,44 +33,60 @@ def test_paper_scale_is_the_authors_setting(tmp_path):
     assert (t.dataset, t.arch, t.epochs) == ('cifar100', 'resnet50', 200)
     assert (s.arch, s.teacher_arch, s.epochs, s.batch_size, s.lr, s.temperature, s.alpha, s.soft_constraint_ratio) == \
            ('resnet18', 'resnet50', 200, 128, 0.1, 4.5, 0.95, 2.0)
-    assert (c.beta, c.feat_dim, c.nce_n, c.nce_t, c.nce_m, c.mixup, c.calibration) == (0.8, 128, 16384, 0.07, 0.5, 'cutmix', 'isotonic_appr')
+    assert (c.beta, c.feat_dim, c.nce_n, c.nce_t, c.nce_m, c.mixup, c.calibration) == \
+           (0.8, 128, 16384, 0.07, 0.5, 'cutmix', 'isotonic_appr')
 
 def test_smoke_study_runs_skips_when_done_and_reports(tmp_path):
-    r = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path, '--workers', 2)
+    r = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path,
+              '--workers', 2)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert outcome_lines(r.stdout) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done', 'crd-cutmix-p seed0': 'done'}
+    assert outcome_lines(r.stdout) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done',
+                                       'crd-cutmix-p seed0': 'done'}
     for name in ('teacher', 'kd-mixup-i', 'crd-cutmix-p'):
         d = tmp_path/'smoke'/name/'seed0'
         assert {'run.ipynb', 'metrics.json', 'parameters.json'} <= {p.name for p in d.iterdir()}
         m = json.loads((d/'metrics.json').read_text())
         assert m['finished'] and m['params']['out_dir'] == str(d)
     student = json.loads((tmp_path/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').read_text())
-    assert student['method'] == 'KD-i' and Path(student['teacher']['path']) == tmp_path/'smoke'/'teacher'/'seed0'/'model.pt'
-    assert set(json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())['order_profile']) == {'clean', 'mixup', 'cutmix'}
+    assert (student['method'] == 'KD-i'
+            and Path(student['teacher']['path']) == tmp_path/'smoke'/'teacher'/'seed0'/'model.pt')
+    assert set(json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())['order_profile']) == \
+           {'clean', 'mixup', 'cutmix'}
     for f in ('report.ipynb', 'results.csv', 'deltas.csv', 'teacher_order.png', 'curves.png', 'epoch_time.png'):
         assert (tmp_path/'smoke'/f).is_file(), f
-    again = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path, '--no-report')
+    again = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path,
+                  '--no-report')
     assert again.returncode == 0 and '3 finished, 0 to run' in again.stdout
     assert set(outcome_lines(again.stdout).values()) == {'skipped'}
-    # a fresh clone has the metrics but not the weights: a student to redo gets its teacher trained again, to the same numbers
+    # a fresh clone has the metrics but not the weights: a student to redo gets its teacher trained again, to the same
+    # numbers
     teacher = json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())
-    (tmp_path/'smoke'/'teacher'/'seed0'/'model.pt').unlink(); (tmp_path/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').unlink()
+    (tmp_path/'smoke'/'teacher'/'seed0'/'model.pt').unlink()
+    (tmp_path/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').unlink()
     redo = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i', '--root', tmp_path, '--no-report')
     assert redo.returncode == 0, redo.stdout + redo.stderr
-    assert outcome_lines(redo.stdout) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done'} and 'model.pt is missing' in redo.stdout
-    numbers = lambda m: [(r['train_loss'], r['test_acc'], r['test_loss']) for r in m['history']]
+    assert (outcome_lines(redo.stdout) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done'}
+            and 'model.pt is missing' in redo.stdout)
+
+    def numbers(m):
+        return [(r['train_loss'], r['test_acc'], r['test_loss']) for r in m['history']]
+
     assert numbers(json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())) == numbers(teacher)
 
 def test_a_failed_run_does_not_stop_the_others_and_its_students_wait(tmp_path):
-    # a corrupt checkpoint makes teacher seed1 fail: its student is not started, seed 0 runs to the end, the exit status is 1
+    # a corrupt checkpoint makes teacher seed1 fail: its student is not started, seed 0 runs to the end, the exit
+    # status is 1
     bad = tmp_path/'smoke'/'teacher'/'seed1'
-    bad.mkdir(parents=True); (bad/'checkpoint.pt').write_bytes(b'not a checkpoint')
-    r = study('--scale', 'smoke', '--seeds', 2, '--configs', 'kd-cutmix', '--root', tmp_path, '--workers', 2, '--no-report')
+    bad.mkdir(parents=True)
+    (bad/'checkpoint.pt').write_bytes(b'not a checkpoint')
+    r = study('--scale', 'smoke', '--seeds', 2, '--configs', 'kd-cutmix', '--root', tmp_path, '--workers', 2,
+              '--no-report')
     assert r.returncode == 1, r.stdout + r.stderr
     lines = outcome_lines(r.stdout)
-    assert lines == {'teacher seed0': 'done', 'teacher seed1': 'failed', 'kd-cutmix seed0': 'done', 'kd-cutmix seed1': 'failed'}
+    assert lines == {'teacher seed0': 'done', 'teacher seed1': 'failed',
+                     'kd-cutmix seed0': 'done', 'kd-cutmix seed1': 'failed'}
     assert 'corrupt or truncated' in r.stdout and str(bad/'run.log') in r.stdout
-    assert 'not started: its teacher (seed1) failed' in r.stdout and 'failed: teacher seed1, kd-cutmix seed1' in r.stdout
+    assert 'not started: teacher seed1 failed' in r.stdout and 'failed: teacher seed1, kd-cutmix seed1' in r.stdout
 
 @pytest.mark.parametrize('args, message', [
     (('--configs', 'kd,kd-mixup-x'), "unknown configuration 'kd-mixup-x'; valid names: teacher, kd, kd-mixup,"),
@@ -81,6 +101,7 @@ def test_bad_input_fails_before_any_run(tmp_path, args, message):
     assert not any(tmp_path.iterdir())
 
 def test_missing_dataset_fails_before_any_run(tmp_path):
-    r = study('--scale', 'paper', '--seeds', 1, '--configs', 'teacher', '--root', tmp_path/'runs', env=dict(ISOKD_DATA=str(tmp_path/'data')))
+    r = study('--scale', 'paper', '--seeds', 1, '--configs', 'teacher', '--root', tmp_path/'runs',
+              env=dict(ISOKD_DATA=str(tmp_path/'data')))
     assert r.returncode == 2 and 'cifar-100-python.tar.gz' in r.stderr, r.stdout + r.stderr
     assert not (tmp_path/'runs').exists()

@@ -1,11 +1,18 @@
 "Training runs end to end: papermill, resume after kill -9, refusals of bad input."
-import dataclasses, json, os, signal, subprocess, sys, time
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from isokd.train import distill, read_metrics, KDConfig
+from isokd.config import KDConfig
+from isokd.runs import distill, read_metrics
 from conftest import ROOT, papermill
 
 def _strip(m):
@@ -25,7 +32,7 @@ def test_papermill_tiny_kd_run(tmp_path, tiny):
 
 def test_papermill_without_output_notebook_from_the_root(tiny):
     "The user's form `papermill nbs/run_kd.ipynb -p calibration isotonic`: results land in the runs folder."
-    from isokd.train import KDConfig
+    from isokd.config import KDConfig
     params = tiny | dict(calibration='isotonic', epochs=1)
     r = papermill('run_kd.ipynb', None, **params)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -41,21 +48,26 @@ def test_relative_out_dir_resolves_against_the_project_root_from_nbs(tmp_path, t
         assert r.returncode == 0, r.stderr[-3000:]
         assert read_metrics(ROOT/name)['finished'] and not (ROOT/'nbs'/'runs').exists()
     finally:
-        import shutil; shutil.rmtree(ROOT/name, ignore_errors=True)
+        import shutil
+        shutil.rmtree(ROOT/name, ignore_errors=True)
 
 def test_killed_papermill_run_resumes_to_identical_metrics(tmp_path, tiny):
     "kill -9 of the whole papermill job mid-epoch, then the same command again: the metrics of an uninterrupted run."
-    from isokd.train import train_teacher
-    train_teacher(dataset='synthetic', arch='resnet8', epochs=1, device='cpu', out_dir=str(tmp_path/'teacher'), progress=False)
+    from isokd.runs import train_teacher
+    train_teacher(dataset='synthetic', arch='resnet8', epochs=1, device='cpu', out_dir=str(tmp_path/'teacher'),
+                  progress=False)
     params = tiny | dict(epochs=4, calibration='isotonic_appr', teacher_path=str(tmp_path/'teacher'))
     assert papermill('run_kd.ipynb', tmp_path/'w.ipynb', out_dir=tmp_path/'whole', **params).returncode == 0
-    args = [sys.executable, '-m', 'papermill', str(ROOT/'nbs'/'run_kd.ipynb'), str(tmp_path/'k.ipynb'), '--no-progress-bar',
-            '-p', 'out_dir', str(tmp_path/'killed')] + [a for k, v in params.items() for a in ('-p', k, str(v))]
+    args = ([sys.executable, '-m', 'papermill', str(ROOT/'nbs'/'run_kd.ipynb'), str(tmp_path/'k.ipynb'),
+             '--no-progress-bar', '-p', 'out_dir', str(tmp_path/'killed')]
+            + [a for k, v in params.items() for a in ('-p', k, str(v))])
     p = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt, deadline = tmp_path/'killed'/'checkpoint.pt', time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and p.poll() is None: time.sleep(0.05)
+    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
     assert p.poll() is None, "the run ended before it could be killed"
-    os.killpg(p.pid, signal.SIGKILL); p.wait()                     # papermill and its kernel, as kill -9 of the job
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()                     # papermill and its kernel, as kill -9 of the job
     m = read_metrics(tmp_path/'killed')
     assert m is not None and not m['finished'] and 1 <= len(m['history']) < 4
     r = papermill('run_kd.ipynb', tmp_path/'k.ipynb', out_dir=tmp_path/'killed', **params)
@@ -79,7 +91,8 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tm
 def test_corrupt_checkpoint_is_reported_with_its_path(tmp_path, tiny, monkeypatch):
     import isokd.kd
     monkeypatch.setattr(isokd.kd, 'kd_div', lambda *a: torch.tensor(float('inf')))   # stop after nothing is finished
-    with pytest.raises(FloatingPointError): distill(out_dir=str(tmp_path/'kd'), progress=False, **tiny)
+    with pytest.raises(FloatingPointError):
+        distill(out_dir=str(tmp_path/'kd'), progress=False, **tiny)
     monkeypatch.undo()
     from isokd.core import atomic_save
     atomic_save({'epoch': 1}, tmp_path/'kd'/'checkpoint.pt')
@@ -89,7 +102,7 @@ def test_corrupt_checkpoint_is_reported_with_its_path(tmp_path, tiny, monkeypatc
         distill(out_dir=str(tmp_path/'kd'), progress=False, **tiny)
 
 def test_second_run_on_one_folder_is_refused_and_a_stale_lock_is_not(tmp_path, tiny):
-    from isokd.train import run_lock
+    from isokd.runs import run_lock
     with run_lock(tmp_path/'kd'):
         with pytest.raises(RuntimeError, match='in use by another running process'):
             distill(out_dir=str(tmp_path/'kd'), progress=False, **tiny)
@@ -116,11 +129,12 @@ BAD_INPUT = {  # what a user can get wrong in run_kd.ipynb, and the error they m
 
 @pytest.mark.parametrize('case', sorted(BAD_INPUT))
 def test_bad_input_fails_through_papermill_before_training(tmp_path, case):
-    from isokd.train import train_teacher
+    from isokd.runs import train_teacher
     params, message = BAD_INPUT[case]
     params = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in params.items()}
     if 'teacher_path' in params:   # a real 10-class teacher
-        train_teacher(dataset='synthetic', arch='resnet8', epochs=1, device='cpu', out_dir=str(tmp_path/'teacher'), progress=False)
+        train_teacher(dataset='synthetic', arch='resnet8', epochs=1, device='cpu', out_dir=str(tmp_path/'teacher'),
+                      progress=False)
     t0 = time.time()
     r = papermill('run_kd.ipynb', tmp_path/'out.ipynb', out_dir=tmp_path/'kd', **params)
     assert r.returncode != 0 and message in r.stderr + r.stdout, (r.stderr + r.stdout)[-2000:]
@@ -129,7 +143,8 @@ def test_bad_input_fails_through_papermill_before_training(tmp_path, case):
 def test_bad_parameters_fail_fast(tmp_path):
     for bad, msg in [(dict(calibration='isotonic', mixup='none'), 'needs mixed images'),
                      (dict(dataset='imagenet'), "dataset='imagenet'"), (dict(arch='resnet9'), "arch='resnet9'"),
-                     (dict(temperature=-1.), 'temperature=-1'), (dict(soft_constraint_ratio=-2), 'soft_constraint_ratio=-2'),
+                     (dict(temperature=-1.), 'temperature=-1'),
+                     (dict(soft_constraint_ratio=-2), 'soft_constraint_ratio=-2'),
                      (dict(epochs=0), 'epochs=0'), (dict(isotonic_mode='both'), "isotonic_mode='both'"),
                      (dict(calibration='iso'), "calibration='iso'")]:
         with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace('[', r'\[')):
@@ -142,7 +157,7 @@ def test_missing_teacher_without_training_names_the_command(tmp_path, tiny):
 
 def test_teacher_without_weights_is_trained_again(tmp_path, tiny, capsys):
     "A clone carries a teacher's metrics.json but not its model.pt: the teacher is retrained, not trusted."
-    from isokd.train import train_teacher
+    from isokd.runs import train_teacher
     cfg = KDConfig(**tiny).teacher_config()
     train_teacher(progress=False, **dataclasses.asdict(cfg))
     (cfg.path/'model.pt').unlink()

@@ -1,0 +1,210 @@
+"""Executed HTML copies of the numbered library notebooks (nbs/00_core.ipynb, nbs/01_data.ipynb, ...) in _docs/.
+
+    python tools/build_docs.py [NOTEBOOK ...] [--out _docs] [--timeout 300] [--jobs 2]
+
+With no NOTEBOOK, every numbered notebook of nbs/ is built; a NOTEBOOK is a path (nbs/01_data.ipynb), a file name
+(01_data.ipynb) or a stem (01_data). Each notebook runs top to bottom in a fresh kernel of this Python, in a temporary
+working copy of nbs/ (nothing it writes lands in the project), with ISOKD_RUNS pointed at a temporary folder (no run
+lands in runs/), and under a deadline of --timeout seconds for the whole notebook. Cells that `nbdev_test` skips (one
+of the `tst_flags` of settings.ini, such as `#| slow` or `#| slurm`, or `#| eval: false`) are shown but not run;
+`#| hide` cells run but are not shown. Figures are embedded in the HTML. `index.html` lists the notebooks with their
+title and summary line. The exit status is 1 if a notebook failed (its page then shows the error).
+"""
+import argparse
+import configparser
+import html
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parent.parent
+NBS = ROOT/'nbs'
+NUMBERED = re.compile(r'\d\d_.+\.ipynb')
+DIRECTIVE = re.compile(r'\s*#\|\s*(.+?)\s*$')
+SKIP_TAG = 'skip-execution'
+
+
+def numbered_notebooks() -> list[Path]:
+    "The library notebooks of nbs/, in their order."
+    return sorted(p for p in NBS.glob('*.ipynb') if NUMBERED.fullmatch(p.name))
+
+
+def find_notebook(name: str) -> Path:
+    "A notebook of nbs/ given as a path, a file name or a stem."
+    for path in (Path(name), NBS/name, NBS/f'{name}.ipynb'):
+        if path.suffix == '.ipynb' and path.is_file():
+            return path.resolve()
+    raise SystemExit(f"build_docs: no notebook {name!r} (give a path, a file name or a stem of a notebook in nbs/)")
+
+
+def skipped_flags() -> set[str]:
+    "The cell flags that nbdev_test skips: settings.ini's tst_flags."
+    settings = configparser.ConfigParser(delimiters=['='])
+    settings.read(ROOT/'settings.ini', encoding='utf-8')
+    return set(re.split(r'[\s|]+', settings['DEFAULT'].get('tst_flags', '').strip())) - {''}
+
+
+def directives(cell) -> list[str]:
+    "The `#|` directives of a cell, such as 'export', 'hide' or 'eval: false'."
+    found = (DIRECTIVE.match(line) for line in cell.source.splitlines())
+    return [m.group(1) for m in found if m]
+
+
+def mark_skipped(nb, flags: set[str]):
+    "Tag the code cells that nbdev_test would not run, so that the kernel does not run them either."
+    for cell in nb.cells:
+        if cell.cell_type != 'code':
+            continue
+        given = directives(cell)
+        if flags & set(given) or any(re.fullmatch(r'eval:\s*false', d, re.I) for d in given):
+            cell.metadata.setdefault('tags', []).append(SKIP_TAG)
+
+
+def execute(nb, workdir: Path, timeout: float, env: dict) -> str | None:
+    "Run `nb` in place in a fresh kernel (environment `env`, working folder `workdir`), its cells within `timeout` s."
+    deadline = None
+
+    def time_left(cell) -> int:
+        nonlocal deadline
+        # the clock starts at the first cell, once the kernel is up
+        if deadline is None:
+            deadline = time.monotonic() + timeout
+        # each cell may take what is left of the notebook's time (nbclient reads 0 as no limit)
+        return max(1, int(deadline - time.monotonic()))
+
+    # out of time, the kernel is interrupted (not shut down while busy) and the cell fails with this error
+    too_long = dict(ename='TimeoutError', evalue=f"the notebook did not finish within {timeout:g} s", traceback=[])
+    # the kernel's own warnings (such as that its local TCP sockets are unencrypted) would bury the build's log
+    client = NotebookClient(nb, timeout_func=time_left, interrupt_on_timeout=True, error_on_timeout=too_long,
+                            kernel_name='python3', skip_cells_with_tag=SKIP_TAG,
+                            extra_arguments=['--IPKernelApp.log_level=ERROR'],
+                            resources={'metadata': {'path': str(workdir)}})
+    try:
+        client.execute(env=env)
+    except CellExecutionError as e:
+        return f"{e.ename}: {e.evalue}"
+    except (CellTimeoutError, DeadKernelError) as e:
+        lines = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {lines[-1] if lines else ''}"
+    return None
+
+
+def for_reading(nb):
+    "`nb` without the cells a reader of the docs does not need: `#| hide` and `#| default_exp`."
+    nb.cells = [c for c in nb.cells
+                if not any(d == 'hide' or d.startswith('default_exp') for d in directives(c))]
+    return nb
+
+
+def title_and_summary(nb, fallback: str) -> tuple[str, str]:
+    "The notebook's `# title` and `> summary` lines (nbdev's front matter)."
+    title, summary = fallback, ''
+    for cell in nb.cells:
+        if cell.cell_type != 'markdown':
+            continue
+        for line in cell.source.splitlines():
+            if line.startswith('# ') and title == fallback:
+                title = line[2:].strip()
+            elif line.startswith('> ') and not summary:
+                summary = line[2:].strip()
+        break
+    return title, summary
+
+
+def build(path: Path, workdir: Path, out: Path, timeout: float, flags: set[str], env: dict) -> dict:
+    "Execute the working copy of `path` and write its HTML page; what the index says of it (`error`: None if ok)."
+    start = time.monotonic()
+    nb = nbformat.read(workdir/path.name, as_version=4)
+    mark_skipped(nb, flags)
+    error = execute(nb, workdir, timeout, env)
+    title, summary = title_and_summary(nb, path.stem)
+    body, _ = HTMLExporter().from_notebook_node(for_reading(nb), resources={'metadata': {'name': title}})
+    page = out/f'{path.stem}.html'
+    page.write_text(body, encoding='utf-8')
+    seconds = time.monotonic() - start
+    print(f"{path.name:<24} {seconds:6.1f} s  {'FAILED: ' + error if error else 'ok'}", flush=True)
+    return dict(page=page.name, title=title, summary=summary, error=error, seconds=seconds)
+
+
+def index_entries(out: Path, built: list[dict]) -> list[dict]:
+    "The pages of this build, and those an earlier build left for the other numbered notebooks, in notebook order."
+    by_page = {e['page']: e for e in built}
+    for path in numbered_notebooks():
+        page = f'{path.stem}.html'
+        if page not in by_page and (out/page).is_file():
+            title, summary = title_and_summary(nbformat.read(path, as_version=4), path.stem)
+            by_page[page] = dict(page=page, title=title, summary=summary, error=None, seconds=None)
+    return sorted(by_page.values(), key=lambda e: e['page'])
+
+
+def write_index(out: Path, entries: list[dict]):
+    "index.html: each notebook's title, linked to its page, and its summary line."
+    rows = []
+    for e in entries:
+        failed = f' <strong>(failed: {html.escape(e["error"])})</strong>' if e['error'] else ''
+        rows.append(f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>{failed}'
+                    f'<br><span class="summary">{html.escape(e["summary"])}</span></li>')
+    when = time.strftime('%Y-%m-%d %H:%M %Z')
+    (out/'index.html').write_text(f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>isokd</title>
+<style>body {{font-family: sans-serif; max-width: 52em; margin: 2em auto; line-height: 1.5}}
+li {{margin-bottom: 0.8em}} .summary {{color: #444}}</style></head>
+<body>
+<h1>isokd</h1>
+<p>The library notebooks, executed on {html.escape(when)}.</p>
+<ol>
+{chr(10).join(rows)}
+</ol>
+</body>
+</html>
+""", encoding='utf-8')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('notebooks', nargs='*', help='notebooks to build (default: every numbered one of nbs/)')
+    parser.add_argument('--out', default=str(ROOT/'_docs'), help='folder of the HTML pages (default: _docs/)')
+    parser.add_argument('--timeout', type=float, default=300, help='seconds a notebook may take (default: 300)')
+    parser.add_argument('--jobs', type=int, default=2, help='notebooks run at once (default: 2)')
+    args = parser.parse_args(argv)
+    notebooks = [find_notebook(n) for n in args.notebooks] or numbered_notebooks()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix='isokd-docs-'))
+    try:
+        workdir = scratch/'nbs'
+        shutil.copytree(NBS, workdir, ignore=shutil.ignore_patterns('.ipynb_checkpoints', '__pycache__'))
+        # a notebook given from outside nbs/ runs beside the others
+        for path in notebooks:
+            shutil.copy(path, workdir/path.name)
+        env = os.environ | {'ISOKD_RUNS': str(scratch/'runs'),
+                            # figures go into the page, whatever backend the caller's environment names
+                            'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
+        # notebooks that run side by side share the cores rather than oversubscribe them
+        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // max(1, args.jobs))))
+        flags = skipped_flags()
+        start = time.monotonic()
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            entries = list(pool.map(lambda p: build(p, workdir, out, args.timeout, flags, env), notebooks))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_index(out, index_entries(out, entries))
+    failed = [e['page'] for e in entries if e['error']]
+    print(f"{len(entries)} notebooks in {time.monotonic() - start:.0f} s into {out}"
+          f"{'; failed: ' + ', '.join(failed) if failed else ''}")
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

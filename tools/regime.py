@@ -1,0 +1,40 @@
+"""The grid that chose the cpu scale (issue #12): students of one teacher, KD vs KD-aug, on a validation split.
+
+    python tools/regime.py [SETTING ...]         # every setting of GRID by default; finished runs are skipped
+
+Each setting is a study scale of its own (three configurations, two seeds) under runs/regime/<setting>/, all of
+them distilling from the one teacher in runs/regime/teacher/. Every epoch is evaluated on 5,000 training images held
+out of every training set (`n_val`), and the test set only after the last epoch, so that the regime is chosen on
+the validation split. nbs/regime.ipynb tabulates what this wrote.
+"""
+import sys
+from pathlib import Path
+
+from isokd.core import project_root
+from isokd.study import SCALES, Scale, run_study
+
+ROOT = project_root()/'runs'/'regime'
+TEACHER = dict(dataset='fashion_mnist', arch='resnet20', epochs=15, schedule='cosine', bf16=True, n_val=5000)
+STUDENT = dict(dataset='fashion_mnist', arch='resnet8', schedule='cosine', bf16=True, n_val=5000)
+GRID = {
+    'n2500-e60': dict(n_train=2500, epochs=60),
+    'n5000-e30': dict(n_train=5000, epochs=30),
+    'n10000-e20': dict(n_train=10000, epochs=20),
+    'n20000-e10': dict(n_train=20000, epochs=10),
+    'n5000-e30-fp32': dict(n_train=5000, epochs=30, bf16=False),
+}
+CONFIGS = 'kd,kd-mixup,kd-cutmix'
+
+def run_setting(name: str, seeds: int = 2):
+    "Run one setting of the grid: its scale, with the shared teacher linked in, two seeds of three configurations."
+    SCALES[name] = Scale(teacher=TEACHER, student=STUDENT | GRID[name], shared_teacher=True,
+                         about=f'the regime grid: {name}')
+    link = ROOT/name/'teacher'/'seed0'
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(Path('..')/'..'/'teacher', target_is_directory=True)
+    return run_study(name, seeds, CONFIGS, ROOT, workers=2, threads=1, report=False)
+
+if __name__ == '__main__':
+    for name in sys.argv[1:] or GRID:
+        run_setting(name)
