@@ -13,6 +13,7 @@ $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python tools/install_kernel.py
 	touch $@
 
 # The main job: the study at the cpu scale, one seed (15 runs, about 16 minutes on 2 cores), into runs/local/cpu/

@@ -107,9 +107,10 @@ def measure(methods: dict, sync) -> dict:
             t0 = time.perf_counter()
             try:
                 fn()
+            # a cvxpy solver that did not finish
             except RuntimeError:
                 times[k] = None
-            continue        # a cvxpy solver that did not finish
+                continue
             sync()
             times[k].append((time.perf_counter() - t0) * scale)
     return {k: statistics.median(v) if v else float('nan') for k, v in times.items()}

@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['seed_everything', 'epoch_seed', 'check_choice', 'check_range', 'check_int', 'get_device', 'atomic_write_json',
-           'atomic_save', 'project_root', 'resolve_path', 'data_root', 'runs_root', 'cpu_model', 'git_state',
-           'versions', 'dist_info', 'log']
+           'atomic_save', 'project_root', 'resolve_path', 'data_root', 'runs_root', 'cpu_model', 'cpu_has_bf16',
+           'git_state', 'versions', 'dist_info', 'log']
 
 # %% ../nbs/00_core.ipynb #fd7af39d
 def seed_everything(seed: int):
@@ -134,7 +134,16 @@ def cpu_model() -> str:
         pass
     return platform.processor() or platform.machine()
 
-# %% ../nbs/00_core.ipynb #170e6244
+# %% ../nbs/00_core.ipynb #4e699add
+def cpu_has_bf16() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): elsewhere bf16 autocast is emulated, and slow."
+    try:
+        flags = Path('/proc/cpuinfo').read_text().split()
+    except OSError:
+        return False
+    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+# %% ../nbs/00_core.ipynb #d5bc2af4
 def git_state(folder=None) -> dict:
     "The git commit of `folder` (default: the project) and whether its tracked files had uncommitted changes."
     cwd = folder or project_root()
@@ -151,7 +160,7 @@ def git_state(folder=None) -> dict:
     dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip() != ''
     return dict(commit=head.stdout.strip(), dirty=dirty)
 
-# %% ../nbs/00_core.ipynb #46f42ee9
+# %% ../nbs/00_core.ipynb #1c5acd88
 def versions(device=None) -> dict:
     "Python, torch, torchvision and NumPy versions, the device and CPU model, threads and the project's git commit."
     import torchvision
@@ -167,7 +176,7 @@ def versions(device=None) -> dict:
         pass
     return info | {f'git_{k}': v for k, v in git_state().items()}
 
-# %% ../nbs/00_core.ipynb #861711f2
+# %% ../nbs/00_core.ipynb #47964b7f
 def dist_info() -> tuple[int, int]:
     "This process's rank and the number of processes: (0, 1) unless torch.distributed is initialised."
     if dist.is_available() and dist.is_initialized():

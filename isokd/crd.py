@@ -101,9 +101,10 @@ class ContrastMemory(nn.Module):
         if not self._z_seen:      # the first batch this module sees: set the constants that are still unset
             with torch.no_grad():
                 z = torch.stack([s_s.exp().mean(), s_t.exp().mean()]) * self.n_data
+                # one Z for all ranks: the mean over their shards
                 if dist_info()[1] > 1:
                     dist.all_reduce(z)
-                z /= dist_info()[1]   # one Z for all ranks: the mean over their shards
+                    z /= dist_info()[1]
                 self.Z.copy_(torch.where(self.Z > 0, self.Z, z))
             self._z_seen = True
         log_z = self.Z.log()

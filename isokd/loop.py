@@ -128,7 +128,8 @@ def evaluate(model, loader, bf16=False) -> dict:
             bins[row].index_add_(0, which, values.double())
     top1, top5 = (correct / n).tolist()
     ece = ((bins[2] - bins[1]).abs().sum() / n).item()
-    return dict(test_acc=top1, test_top5=top5, test_loss=loss.item() / n, test_ece=ece)
+    # the per-bin sums, for a reliability diagram (10_report)
+    return dict(test_acc=top1, test_top5=top5, test_loss=loss.item() / n, test_ece=ece, test_bins=bins.tolist())
 
 # %% ../nbs/08_loop.ipynb #8f7ce3e1
 def check_batch_split(batch_size: int, world: int):

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.distributed as dist
 
-from .core import (get_device, seed_everything, atomic_write_json, atomic_save, resolve_path, versions,
-                        dist_info, log)
+from .core import (cpu_has_bf16, get_device, seed_everything, atomic_write_json, atomic_save, resolve_path,
+                        versions, dist_info, log)
 from .data import load_data, DeviceLoader, stratified_subset
 from .models import create_model
 from .mixing import MIXUPS, Mixer
@@ -24,8 +24,8 @@ from .config import TeacherConfig, KDConfig, CRDConfig
 from .loop import make_optimizer, check_batch_split, prepare, train_epoch, evaluate
 
 # %% auto #0
-__all__ = ['run_lock', 'load_checkpoint', 'read_metrics', 'check_existing', 'fit', 'order_profile', 'run', 'load_teacher',
-           'train_teacher', 'distill', 'distill_crd']
+__all__ = ['run_lock', 'load_checkpoint', 'read_metrics', 'check_existing', 'fit', 'order_profile', 'accuracy_line', 'run',
+           'load_teacher', 'train_teacher', 'distill', 'distill_crd']
 
 # %% ../nbs/09_runs.ipynb #5ae65bce
 @contextlib.contextmanager
@@ -119,6 +119,9 @@ def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress
     device, (rank, world) = get_device(cfg.device), dist_info()
     check_batch_split(cfg.batch_size, world)
     bf16 = device.type == 'cuda' if cfg.bf16 is None else cfg.bf16
+    if bf16 and device.type == 'cpu' and not cpu_has_bf16():
+        log("bf16=True on a CPU without bfloat16 instructions (AVX512-BF16, AMX): it is emulated and slower than "
+            "float32 here; pass bf16=False (the results then differ from the committed ones)")
     model = prepare(distiller, device, cfg.channels_last, cfg.compile, getattr(cfg, 'sync_bn', False))
     train_dl = DeviceLoader(data.x_train, data.y_train, cfg.batch_size // world, data.mean, data.std, train=True,
                             device=device, seed=cfg.seed, channels_last=cfg.channels_last, pad=data.pad, rank=rank,
@@ -187,12 +190,21 @@ def order_profile(model, data, device, n: int = 5000, seed: int = 0, channels_la
         profile['clean' if method == 'none' else method] = teacher_order.result()
     return profile
 
-# %% ../nbs/09_runs.ipynb #b6cbbab9
+# %% ../nbs/09_runs.ipynb #43150b2d
+def accuracy_line(metrics: dict) -> str:
+    "A finished run's test top-1 at the last epoch, and its best epoch's (on the test set, or on the validation split)."
+    line = f"top-1 {metrics['test_acc_last']:.2%} last"
+    if metrics.get('test_acc_best') is not None:
+        return line + f", {metrics['test_acc_best']:.2%} best"
+    if metrics.get('val_acc_best') is not None:
+        return line + f" (validation: {metrics['val_acc_best']:.2%} best)"
+    return line
+
 def _finished(cfg, out_dir: Path) -> dict | None:
     done = check_existing(cfg, out_dir)
     if done:
-        log(f"{out_dir} already holds this finished run (top-1 {done['test_acc_last']:.2%} last, "
-                 f"{done['test_acc_best']:.2%} best); returning its metrics. Pass overwrite=True to run it again.")
+        log(f"{out_dir} already holds this finished run ({accuracy_line(done)}); returning its metrics. "
+            f"Pass overwrite=True to run it again.")
     # every rank has decided before rank 0 writes anything
     if dist_info()[1] > 1:
         dist.barrier()
@@ -233,21 +245,29 @@ def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
     if cfg.teacher_path:
         path = resolve_path(cfg.teacher_path)
         weights = path/'model.pt' if path.is_dir() else path
-        if not weights.is_file():
-            raise FileNotFoundError(f"teacher_path={cfg.teacher_path!r}: no model file at {weights}")
-        return weights, read_metrics(weights.parent) or {}
-    tcfg = cfg.teacher_config()
-    weights, metrics = tcfg.path/'model.pt', read_metrics(tcfg.path) or {}
-    if weights.is_file() and metrics.get('finished'):
-        log(f"Using the cached teacher {tcfg.path} (top-1 {metrics['test_acc_last']:.2%}).")
-        return weights, metrics
-    if not cfg.train_teacher_if_missing:
-        raise FileNotFoundError(f"no trained teacher at {tcfg.path}. Train it with: {_train_command(tcfg)}   "
-                                f"(or set train_teacher_if_missing=True)")
+        metrics = read_metrics(weights.parent) or {}
+        if weights.is_file():
+            return weights, metrics
+        # a finished teacher run without its weights (they are not kept in git): trained again from its record
+        if not (cfg.train_teacher_if_missing and metrics.get('finished') and metrics.get('params')):
+            raise FileNotFoundError(f"teacher_path={cfg.teacher_path!r}: no model file at {weights}" +
+                                    ("; pass train_teacher_if_missing=True to train it again from its metrics.json"
+                                     if metrics.get('finished') else ''))
+        params = {k: v for k, v in metrics['params'].items() if k != 'kind'}
+        tcfg = TeacherConfig(**(params | dict(out_dir=str(weights.parent), overwrite=True, device=cfg.device)))
+    else:
+        tcfg = cfg.teacher_config()
+        weights, metrics = tcfg.path/'model.pt', read_metrics(tcfg.path) or {}
+        if weights.is_file() and metrics.get('finished'):
+            log(f"Using the cached teacher {tcfg.path} (top-1 {metrics['test_acc_last']:.2%}).")
+            return weights, metrics
+        if not cfg.train_teacher_if_missing:
+            raise FileNotFoundError(f"no trained teacher at {tcfg.path}. Train it with: {_train_command(tcfg)}   "
+                                    f"(or set train_teacher_if_missing=True)")
+        tcfg = TeacherConfig(**(asdict(tcfg) | dict(overwrite=bool(metrics.get('finished')))))
     why = "its model.pt is missing (weights are not kept in git)" if metrics.get('finished') else "none is cached"
     log(f"No usable teacher at {tcfg.path} ({why}): training it first ({tcfg.arch}, {tcfg.epochs} epochs).")
-    metrics = run(TeacherConfig(**(asdict(tcfg) | dict(overwrite=bool(metrics.get('finished'))))), progress)
-    return weights, metrics
+    return weights, run(tcfg, progress)
 
 def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress=True) -> tuple[nn.Module, dict]:
     "The teacher of `cfg` (trained first if missing and allowed) and a record of where it came from, for the metrics."

@@ -23,6 +23,7 @@ from submitit.core.utils import JobPaths
 
 from .core import atomic_write_json, check_int, project_root, resolve_path
 from .data import load_data
+from .runs import accuracy_line
 
 # isokd.study imports this module for its command line, so this one imports isokd.study inside the functions using it
 if TYPE_CHECKING:
@@ -249,7 +250,8 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
     check_no_live_submission(study_folder)
     todo = jobs_to_submit(jobs)
     # a missing dataset fails here, and a download happens once, on this machine (compute nodes may be offline)
-    for dataset, data_root in sorted({(job.params['dataset'], job.params.get('data_root')) for job in todo}, key=str):
+    datasets = {(config.dataset, config.data_root) for config in (job.run_config() for job in todo)}
+    for dataset, data_root in sorted(datasets, key=str):
         load_data(dataset, data_root)
     log_folder = resolve_path(log_dir) if log_dir else study_folder/'slurm'
     executor = submitit.SlurmExecutor(folder=log_folder)
@@ -314,7 +316,7 @@ def job_status(record: dict, queue: dict | None, teacher: dict | None = None) ->
     result = read_result(record['result'])
     if result is not None and result[0] == 'success':
         metrics = result[1]['metrics']
-        accuracy = f"top-1 {metrics['test_acc_last']:.2%} last, {metrics['test_acc_best']:.2%} best"
+        accuracy = accuracy_line(metrics)
         detail = f"{accuracy}  {result[1]['seconds']:.0f} s"
         return status | dict(state='done', detail=detail)
     if result is not None and result[0] == 'unreadable':

@@ -18,13 +18,14 @@ import torch
 from .core import atomic_write_json, check_int, project_root, resolve_path, runs_root
 from .data import load_data
 from .config import RUN_KINDS
-from .runs import read_metrics
+from .crd import NCE_N
+from .runs import accuracy_line, read_metrics
 from . import slurm
 
 # %% auto #0
 __all__ = ['NOTEBOOKS', 'SUFFIXES', 'CONFIGS', 'SCALES', 'ACTIONS', 'baseline', 'Scale', 'Job', 'check_configs', 'plan',
            'teacher_of', 'decide_actions', 'default_workers', 'run_job', 'schedule', 'summary_line', 'run_study',
-           'write_report', 'main']
+           'write_report', 'compare_line', 'main']
 
 # %% ../nbs/11_study.ipynb #6452a18e
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
@@ -56,18 +57,19 @@ class Scale:
     shared_teacher: bool = False
 
 SCALES = {
-    # the KD and CRD hyper-parameters are the configurations' defaults, the paper's (07_config)
-    'paper': Scale(teacher=dict(dataset='cifar100', arch='resnet50', epochs=200, batch_size=128, lr=0.1,
-                                weight_decay=5e-4),
-                   student=dict(dataset='cifar100', arch='resnet18', epochs=200, batch_size=128, lr=0.1,
-                                weight_decay=5e-4),
+    # the configurations' defaults are the cpu scale (07_config): a scale states only what differs from them
+    'paper': Scale(teacher=dict(dataset='cifar100', arch='resnet50', epochs=200, schedule='step', bf16=None),
+                   student=dict(dataset='cifar100', arch='resnet18', epochs=200, n_train=None, schedule='step',
+                                bf16=None),
+                   crd=dict(nce_n=NCE_N),
                    about='CIFAR-100, ResNet-50 -> ResNet-18, 200 epochs: the paper (a GPU)'),
-    'cpu': Scale(teacher=dict(dataset='fashion_mnist', arch='resnet14', epochs=4, n_train=8000),
-                 student=dict(dataset='fashion_mnist', arch='resnet8', epochs=3, n_train=8000),
-                 crd=dict(nce_n=4096),
-                 about='Fashion-MNIST (8,000 training images), ResNet-14 -> ResNet-8, 4 + 3 epochs: two CPU cores'),
-    'smoke': Scale(teacher=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64),
-                   student=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64),
+    'cpu': Scale(teacher={}, student={}, shared_teacher=True,
+                 about='Fashion-MNIST 28x28, ResNet-14 (55,000 images, 15 epochs) -> ResNet-8 (2,500 images, 60 '
+                       'epochs), cosine, bf16: two CPU cores'),
+    'smoke': Scale(teacher=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, schedule='step',
+                                bf16=None),
+                   student=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, n_train=None,
+                                schedule='step', bf16=None),
                    crd=dict(nce_n=256), about='the synthetic set, one epoch: tests'),
 }
 
@@ -123,6 +125,12 @@ def plan(scale: str = 'cpu', seeds: int = 3, configs=None, root=None) -> list[Jo
     def folder(name, seed):
         return base/scale/name/f'seed{seed}'
 
+    def portable(path: Path) -> str:
+        # inside the project a path is written relative to it, so that a clone elsewhere reads the same parameters
+        return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
+
+    # the teacher's configuration (the scale's, over the defaults): what its students record of it
+    teacher = RUN_KINDS['teacher'](**sc.teacher)
     jobs = []
     for name in sorted(names, key=lambda n: n != 'teacher'):
         cfg = CONFIGS[name]
@@ -133,10 +141,11 @@ def plan(scale: str = 'cpu', seeds: int = 3, configs=None, root=None) -> list[Jo
             else:
                 teacher_seed = 0 if sc.shared_teacher else seed
                 params = sc.student | (sc.crd if cfg['kind'] == 'crd' else {})
-                params |= dict(mixup=cfg['mixup'], calibration=cfg['calibration'], teacher_arch=sc.teacher['arch'],
-                               teacher_epochs=sc.teacher['epochs'], teacher_seed=teacher_seed,
-                               teacher_path=str(folder('teacher', teacher_seed)), train_teacher_if_missing=False)
-            jobs.append(Job(name, seed, params | dict(seed=seed, out_dir=str(folder(name, seed))), folder(name, seed)))
+                params |= dict(mixup=cfg['mixup'], calibration=cfg['calibration'], teacher_arch=teacher.arch,
+                               teacher_epochs=teacher.epochs, teacher_seed=teacher_seed,
+                               teacher_path=portable(folder('teacher', teacher_seed)), train_teacher_if_missing=False)
+            params |= dict(seed=seed, out_dir=portable(folder(name, seed)))
+            jobs.append(Job(name, seed, params, folder(name, seed)))
     # every parameter checked now, before any run starts
     for job in jobs:
         job.run_config()
@@ -146,7 +155,7 @@ def teacher_of(job: Job, jobs: list[Job]) -> Job | None:
     "The teacher job a student job distils from (None for a teacher)."
     if job.kind == 'teacher':
         return None
-    return next(j for j in jobs if j.kind == 'teacher' and j.folder == Path(job.params['teacher_path']))
+    return next(j for j in jobs if j.kind == 'teacher' and j.folder == resolve_path(job.params['teacher_path']))
 
 def decide_actions(jobs: list[Job]) -> list[Job]:
     """Set each job's `action` from what its folder holds.
@@ -236,7 +245,7 @@ def _line(i: int, n: int, res: dict) -> str:
     if not m:
         return f"{head} {res['error']}"
     took = f"  {res['seconds']:.0f} s" if res['seconds'] else ''
-    return f"{head} top-1 {m['test_acc_last']:.2%} last, {m['test_acc_best']:.2%} best{took}"
+    return f"{head} {accuracy_line(m)}{took}"
 
 def summary_line(jobs: list[Job]) -> str:
     "How many runs of the plan each action concerns."
@@ -251,7 +260,8 @@ def run_study(scale: str = 'cpu', seeds: int = 3, configs=None, root=None, worke
     workers = check_int('workers', default_workers() if workers is None else workers)
     threads = check_int('threads', max(1, (os.cpu_count() or 1) // workers) if threads is None else threads)
     # a missing dataset fails now, a download happens once
-    for dataset, data_root in sorted({(j.params['dataset'], j.params.get('data_root')) for j in jobs}, key=str):
+    datasets = {(config.dataset, config.data_root) for config in (j.run_config() for j in jobs)}
+    for dataset, data_root in sorted(datasets, key=str):
         load_data(dataset, data_root)
     for job in jobs:
         if job.action == 'retrain':
@@ -278,7 +288,7 @@ def run_study(scale: str = 'cpu', seeds: int = 3, configs=None, root=None, worke
         results.append(write_report(scale, root))
     return results
 
-# %% ../nbs/11_study.ipynb #cbd2cb03
+# %% ../nbs/11_study.ipynb #4fb72f90
 def write_report(scale: str, root=None) -> dict:
     """Execute `nbs/report.ipynb` on a study's folder into `<folder>/report.ipynb` (figures beside it).
 
@@ -293,7 +303,19 @@ def write_report(scale: str, root=None) -> dict:
     print(f"report: {out}" if rc == 0 else f"report failed: {res['error']}", flush=True)
     return res
 
-# %% ../nbs/11_study.ipynb #9e3ef137
+# %% ../nbs/11_study.ipynb #847cbdcd
+def compare_line(scale: str, root, committed) -> str:
+    "This study's seed 0 against a committed study of the same scale, per configuration (`report.reproduction_table`)."
+    from isokd.report import reproduction_table
+    new = (resolve_path(root) if root else runs_root())/scale
+    table = reproduction_table(new, resolve_path(committed))
+    if table.empty:
+        return f"nothing to compare: no finished runs in {new} or {resolve_path(committed)}"
+    inside = int(table.within.sum())
+    return (f"seed 0 against the committed study {resolve_path(committed)} (test top-1 %, last epoch; 'within': inside "
+            f"the committed seeds' range):\n{table.to_string()}\n{inside} of {len(table)} configurations within the "
+            f"committed seeds' range")
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='python -m isokd.study', description=__doc__ or run_study.__doc__)
     p.add_argument('--scale', default='cpu', help=f"one of: {', '.join(f'{k} ({v.about})' for k, v in SCALES.items())}")
@@ -306,6 +328,8 @@ def main(argv=None) -> int:
     p.add_argument('--threads', type=int, default=None, help='CPU threads per run (default: cores / workers)')
     p.add_argument('--no-report', dest='report', action='store_false', help='skip the report notebook')
     p.add_argument('--dry-run', action='store_true', help="print the plan and each run's action, run nothing")
+    p.add_argument('--compare-with', default=None, metavar='FOLDER',
+                   help='a committed study folder (runs/cpu): compare this seed 0 with it, per configuration')
     slurm.add_arguments(p)
     a = p.parse_args(argv)
     try:
@@ -320,6 +344,8 @@ def main(argv=None) -> int:
         if a.executor == 'slurm':
             return slurm.run_slurm(a, jobs)
         results = run_study(a.scale, a.seeds, a.configs, a.root, a.workers, a.threads, a.report)
+        if a.compare_with:
+            print(compare_line(a.scale, a.root, a.compare_with), flush=True)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,8 +10,11 @@ from isokd.data import load_data, DeviceLoader, random_crop_flip, stratified_sub
 
 def test_fashion_mnist_is_whole_and_native():
     "The embedded default, one grey channel at 28x28; `make setup` installs Debian's dataset-fashion-mnist."
-    d = load_data('fashion_mnist')
+    d = load_data('fashion_mnist', n_val=0)
     assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
+    # by default 5,000 training images are held out for validation
+    split = load_data('fashion_mnist')
+    assert len(split.y_train) == 55000 and split.x_val.shape == (5000, 1, 28, 28)
     assert d.x_train.dtype == torch.uint8 and d.num_classes == 10
     assert torch.bincount(d.y_test).tolist() == [1000] * 10
     pixels = d.x_train.float() / 255

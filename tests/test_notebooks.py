@@ -29,3 +29,13 @@ def test_a_misspelt_parameter_name_is_refused_before_anything_is_written(tmp_pat
     kind = CONFIGS[nb].kind
     assert f"unknown parameter 'calibraton' for a {kind} run; valid names: dataset, arch" in r.stderr + r.stdout
     assert not (tmp_path/'run').exists()
+
+def test_the_projects_kernel_preloads_tcmalloc():
+    "papermill's kernel gets tcmalloc as `make run` does (make setup writes the kernelspec: tools/install_kernel.py)."
+    import sys
+    from jupyter_client.kernelspec import KernelSpecManager
+    sys.path.insert(0, str(ROOT/'tools'))
+    from install_kernel import tcmalloc
+    spec = KernelSpecManager().get_kernel_spec('python3')
+    assert spec.argv[0] == sys.executable, f"{spec.resource_dir}: not this environment's kernel; run make setup"
+    assert spec.env.get('LD_PRELOAD') == tcmalloc()

@@ -55,8 +55,10 @@ def test_smoke_study_runs_skips_when_done_and_reports(tmp_path):
     for f in ('report.ipynb', 'results.csv', 'deltas.csv', 'teacher_order.png', 'curves.png', 'epoch_time.png'):
         assert (tmp_path/'smoke'/f).is_file(), f
     again = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path,
-                  '--no-report')
+                  '--no-report', '--compare-with', tmp_path/'smoke')
     assert again.returncode == 0 and '3 finished, 0 to run' in again.stdout
+    # the runs against themselves: no difference, all within the range of their one seed
+    assert '3 of 3 configurations within the committed seeds' in again.stdout, again.stdout
     assert set(outcome_lines(again.stdout).values()) == {'skipped'}
     # a fresh clone has the metrics but not the weights: a student to redo gets its teacher trained again, to the same
     # numbers
@@ -105,3 +107,22 @@ def test_missing_dataset_fails_before_any_run(tmp_path):
               env=dict(ISOKD_DATA=str(tmp_path/'data')))
     assert r.returncode == 2 and 'cifar-100-python.tar.gz' in r.stderr, r.stdout + r.stderr
     assert not (tmp_path/'runs').exists()
+
+def test_a_shared_teacher_serves_every_seed(tmp_path, monkeypatch):
+    from isokd.study import Scale, teacher_of
+    smoke = SCALES['smoke']
+    monkeypatch.setitem(SCALES, 'shared', Scale(smoke.teacher, smoke.student, smoke.crd, shared_teacher=True))
+    jobs = plan('shared', seeds=3, configs='kd-mixup', root=tmp_path)
+    assert [j.name for j in jobs] == ['teacher seed0', 'kd-mixup seed0', 'kd-mixup seed1', 'kd-mixup seed2']
+    assert {teacher_of(j, jobs).name for j in jobs[1:]} == {'teacher seed0'}
+    assert {j.params['teacher_seed'] for j in jobs[1:]} == {0} and [j.params['seed'] for j in jobs[1:]] == [0, 1, 2]
+
+def test_dry_run_says_what_will_run(tmp_path):
+    r = study('--scale', 'smoke', '--seeds', 2, '--configs', 'kd', '--root', tmp_path, '--dry-run')
+    assert r.returncode == 0
+    assert '4 runs: 0 finished, 4 to run (4 new, 0 to resume, 0 teachers to train again)' in r.stdout
+    assert not any(tmp_path.iterdir())
+
+def test_slurm_flags_are_refused_with_the_local_executor(tmp_path):
+    r = study('--scale', 'smoke', '--root', tmp_path, '--partition', 'gpu')
+    assert r.returncode == 2 and 'executor' in r.stderr, r.stderr
