@@ -16,12 +16,12 @@ $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	$(BIN)/python tools/install_kernel.py
 	touch $@
 
-# The main job: the study at the cpu scale, one seed (15 runs, about 16 minutes on 2 cores), into runs/local/cpu/
-# (not in git: compare its report with the committed three-seed study in runs/cpu/).
+# The main job: the cpu study with one seed (the teacher and 15 runs), into runs/local/cpu/ (not in git), ending with
+# its report and a comparison of its seed 0 with the committed three-seed study in runs/cpu/.
 run: setup
-	$(BIN)/python -m isokd.study --scale cpu --seeds 1 --root runs/local
+	$(BIN)/python -m isokd.study --scale cpu --seeds 1 --root runs/local --compare-with runs/cpu
 
-# The committed study: every configuration, three seeds, at SCALE (cpu: under an hour on 2 cores; paper: a GPU).
+# The committed study: every configuration, three seeds, at SCALE (cpu: two CPU cores; paper: GPUs, or --executor slurm).
 SCALE ?= cpu
 SEEDS ?= 3
 study: setup

@@ -278,6 +278,7 @@ def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress
     except RuntimeError as e:
         detail = str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e
         raise ValueError(f"teacher {weights} does not fit teacher_arch={cfg.teacher_arch!r} with {num_classes} classes "
+                         f"and {in_channels} input channel(s) "
                          f"(dataset={cfg.dataset!r}): {detail}") from e
     record = dict(path=str(weights), test_acc=metrics.get('test_acc_last'), params=metrics.get('params'))
     return teacher, dict(teacher=record)

@@ -208,8 +208,10 @@ def check_no_live_submission(study_folder):
         return
     records = json.loads(path.read_text())['jobs']
     queue = queue_states(record['job_id'] for record in records) or {}
+    # a job whose result is written has done its work, even while Slurm still lists it (completing)
     live = [record for record in records
-            if record['job_id'] in queue and queue[record['job_id']][0] not in _SLURM_ENDED]
+            if record['job_id'] in queue and queue[record['job_id']][0] not in _SLURM_ENDED
+            and read_result(record['result']) is None]
     if live:
         names = ', '.join(f"{record['name']} (job {record['job_id']}, {queue[record['job_id']][0].lower()})"
                           for record in live)

@@ -15,6 +15,7 @@ from conftest import ROOT, BIN, kd_of, crd_of
 ENV = dict(os.environ, OMP_NUM_THREADS='1',
            PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT/'tests'), os.environ.get('PYTHONPATH', '')]))
 TINY = ['-p', 'dataset', 'synthetic', '-p', 'arch', 'resnet8', '-p', 'epochs', '3', '-p', 'batch_size', '64',
+        '-p', 'schedule', 'step', '-p', 'bf16', 'False',
         '-p', 'device', 'cpu']
 
 def torchrun(*args, nproc=2):
@@ -86,8 +87,8 @@ def test_ddp_kd_i_and_crd_p_distil_from_a_teacher(tmp_path):
     launch('teacher', *TINY, '-p', 'out_dir', tmp_path/'t')
     for kind, cal, method, extra in (('kd', 'isotonic', 'KD-i', []),
                                      ('crd', 'isotonic_appr', 'CRD-p', ['-p', 'nce_n', '256'])):
-        r = launch(kind, *TINY, *extra, '-p', 'calibration', cal, '-p', 'teacher_path', tmp_path/'t',
-                   '-p', 'out_dir', tmp_path/kind)
+        r = launch(kind, *TINY, *extra, '-p', 'calibration', cal, '-p', 'teacher_arch', 'resnet8',
+                   '-p', 'teacher_path', tmp_path/'t', '-p', 'out_dir', tmp_path/kind)
         assert r.returncode == 0, r.stderr[-3000:]
         m = json.loads((tmp_path/kind/'metrics.json').read_text())
         assert m['method'] == method and m['finished'] and m['test_acc_last'] > 0.3

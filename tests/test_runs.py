@@ -124,7 +124,9 @@ BAD_INPUT = {  # what a user can get wrong in run_kd.ipynb, and the error they m
                                       teacher_path='{tmp}/teacher/model.pt'), 'cifar-10-python.tar.gz'),
     'missing teacher, training off': (dict(dataset='synthetic', train_teacher_if_missing=False, teacher_seed=99),
                                       'papermill nbs/run_teacher.ipynb'),
-    'teacher of another class count': (dict(dataset='cifar100', teacher_path='{tmp}/teacher/model.pt'), 'does not fit'),
+    # a teacher of the 3-channel synthetic set for 1-channel Fashion-MNIST
+    'teacher of another dataset': (dict(dataset='fashion_mnist', teacher_arch='resnet8',
+                                        teacher_path='{tmp}/teacher/model.pt'), 'does not fit'),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_INPUT))
