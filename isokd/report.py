@@ -248,7 +248,8 @@ def plot_curves(hist: pd.DataFrame):
                     errorbar=None, height=2.8, aspect=1.2, col_order=['none', 'mixup', 'cutmix'])
     g.set_titles('{row_name}, {col_name}')
     g.set_axis_labels('epoch', f"{s.split.iloc[0]} top-1 (%)")
-    g.set(xticks=sorted(s.epoch.unique()))
+    for ax in g.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return g
 
 def plot_epoch_time(runs: pd.DataFrame):
