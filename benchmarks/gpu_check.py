@@ -28,6 +28,9 @@ from isokd.core import atomic_write_json, get_device, project_root, versions
 from isokd.data import register_dataset
 from isokd.models import create_model
 from isokd.runs import distill
+# the sibling benchmarks: their synthetic teacher batch and their timer
+from calibration import teacher_batch
+from train_step import timed
 
 ROOT = project_root()
 PAPER = dict(teacher='resnet50', student='resnet18', classes=100, batch=128, images=50_000, blocks=12, block=5)
@@ -57,28 +60,13 @@ def step_benchmark(shape: dict, compile: bool, small: bool) -> dict:
 
 def _ms(fn, device, repeats: int = 20, rounds: int = 5) -> float:
     "Median milliseconds of `fn` over `rounds` rounds of `repeats` calls."
-    times = []
-    for _ in range(rounds):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1000 / repeats)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device, repeats) for _ in range(rounds))
 
 def calibration_benchmark(device) -> dict:
-    "`isotonic_calibrate` of Mixup targets against one `torch.sort` of the same scores, on `device`."
+    "`isotonic_calibrate` of `benchmarks/calibration.py`'s Mixup batches against one `torch.sort` of the same scores."
     result = {}
     for batch, classes in ((128, 100), (256, 1000)):
-        g = torch.Generator().manual_seed(0)
-        labels = torch.randint(0, classes, (batch,), generator=g)
-        lam = torch.rand(batch, 1, generator=g)
-        one_hot = torch.nn.functional.one_hot
-        target = (lam * one_hot(labels, classes) + (1 - lam) * one_hot(labels.roll(1), classes)).to(device)
-        scores = (2 * torch.randn(batch, classes, generator=g)).to(device) + 5 * target
+        scores, target = teacher_batch(batch, classes, device=device)
         isotonic_calibrate(scores, target)
         calibrate, sort = _ms(lambda: isotonic_calibrate(scores, target), device), _ms(lambda: scores.sort(1), device)
         result[f'{batch}x{classes}'] = dict(calibrate_ms=calibrate, sort_ms=sort, ratio=calibrate / sort)

@@ -24,7 +24,7 @@ from .kd import TEMPERATURE, ALPHA, RHO, CE, KD, KDLoss, check_kd_params
 from .crd import BETA, FEAT_DIM, NCE_T, NCE_M, CRD, CRDLoss, check_crd_params, check_nce_n
 
 # %% auto #0
-__all__ = ['CALIBRATIONS', 'RUN_KINDS', 'TeacherConfig', 'KDConfig', 'CRDConfig', 'from_notebook']
+__all__ = ['CALIBRATIONS', 'RUN_KINDS', 'TeacherConfig', 'KDConfig', 'CRDConfig', 'check_names', 'from_notebook']
 
 # %% ../nbs/07_config.ipynb #302ffa0f
 _NOT_IDENTITY = ('device', 'out_dir', 'overwrite', 'data_root', 'train_teacher_if_missing', 'teacher_path', 'compile',
@@ -231,12 +231,17 @@ def _injected_names(namespace: dict) -> list[str]:
             names += [target.id for target in targets if isinstance(target, ast.Name)]
     return names
 
-def from_notebook(cls, namespace: dict):
-    "The `cls` configuration of a run notebook's parameters (its globals); an unknown parameter name is an error."
+def check_names(cls, names) -> list[str]:
+    "Raise `ValueError` listing the valid names unless every one of `names` is a parameter of a `cls` run."
     fields = [f.name for f in dataclasses.fields(cls)]
-    if unknown := sorted(set(_injected_names(namespace)) - set(fields)):
+    if unknown := sorted(set(names) - set(fields)):
         raise ValueError(f"unknown parameter {', '.join(map(repr, unknown))} for a {cls.kind} run; "
                          f"valid names: {', '.join(fields)}")
+    return fields
+
+def from_notebook(cls, namespace: dict):
+    "The `cls` configuration of a run notebook's parameters (its globals); an unknown parameter name is an error."
+    fields = check_names(cls, _injected_names(namespace))
     return cls(**{name: namespace[name] for name in fields})
 
 RUN_KINDS = {'teacher': TeacherConfig, 'kd': KDConfig, 'crd': CRDConfig}

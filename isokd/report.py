@@ -16,7 +16,7 @@ import seaborn as sns
 
 # %% auto #0
 __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'study_runs', 'results_table', 'delta_table',
-           'teacher_order_frame', 'study_history', 'reliability_frame', 'plot_reliability', 'regime_checks',
+           'teacher_order_frame', 'study_history', 'reliability_frame', 'plot_reliability', 'plateau', 'regime_checks',
            'reproduction_table', 'plot_teacher_order', 'plot_curves', 'plot_epoch_time']
 
 # %% ../nbs/10_report.ipynb #365902df
@@ -193,16 +193,21 @@ def plot_reliability(rel: pd.DataFrame):
     fig.tight_layout()
     return fig
 
+def plateau(curve: pd.Series) -> tuple[float, float]:
+    "Of a per-epoch accuracy curve: best minus last, and the gain over its last quarter of epochs (NaN when empty)."
+    if not len(curve):
+        return np.nan, np.nan
+    quarter = curve.iloc[-max(1, len(curve) // 4) - 1:]
+    return curve.max() - curve.iloc[-1], quarter.iloc[-1] - quarter.iloc[0]
+
 def regime_checks(runs: pd.DataFrame, hist: pd.DataFrame, teacher_min: float = 91.0) -> pd.DataFrame:
     """The three conditions of a study in the paper's regime: a strong teacher (mean top-1 >= `teacher_min`), `kd`
     trained to a plateau (per-epoch curve: last within 0.5 points of its best; the last quarter gains < 1 point), and
     mixing that helps plain KD (`kd-mixup` and `kd-cutmix` mean top-1 >= `kd`'s)."""
     mean = runs.groupby('config', observed=True).top1_last.mean()
     curve = hist[hist.config == 'kd'].groupby('epoch').acc.mean() if len(hist) else pd.Series(dtype=float)
-    quarter = curve.iloc[-max(1, len(curve) // 4) - 1:]
     # a study without `kd` (a subset of the configurations) cannot say: NaN, which holds nothing
-    best_minus_last = curve.max() - curve.iloc[-1] if len(curve) else np.nan
-    quarter_gain = quarter.iloc[-1] - quarter.iloc[0] if len(curve) else np.nan
+    best_minus_last, quarter_gain = plateau(curve)
     rows = [dict(condition=f'teacher top-1 >= {teacher_min}', value=mean.get('teacher', np.nan),
                  holds=mean.get('teacher', np.nan) >= teacher_min),
             dict(condition='kd: best - last epoch (points) <= 0.5', value=best_minus_last,

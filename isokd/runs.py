@@ -122,7 +122,7 @@ def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress
     if bf16 and device.type == 'cpu' and not cpu_has_bf16():
         log("bf16=True on a CPU without bfloat16 instructions (AVX512-BF16, AMX): it is emulated and slower than "
             "float32 here; pass bf16=False (the results then differ from the committed ones)")
-    model = prepare(distiller, device, cfg.channels_last, cfg.compile, getattr(cfg, 'sync_bn', False))
+    model = prepare(distiller, device, cfg.channels_last, cfg.compile, cfg.sync_bn)
     train_dl = DeviceLoader(data.x_train, data.y_train, cfg.batch_size // world, data.mean, data.std, train=True,
                             device=device, seed=cfg.seed, channels_last=cfg.channels_last, pad=data.pad, rank=rank,
                             world_size=world)

@@ -277,9 +277,10 @@ def run_study(scale: str = 'cpu', seeds: int = 3, configs=None, root=None, worke
         if job.action == 'skip':
             record(_outcome(job, 'skipped', metrics=read_metrics(job.folder)))
     todo = [job for job in jobs if job.action != 'skip']
+    # a student waits for its teacher when the teacher is to run too
     teachers_to_run = {job.name for job in todo if job.kind == 'teacher'}
-    needs = {job.name: teacher_of(job, jobs).name for job in todo
-             if job.kind != 'teacher' and teacher_of(job, jobs).name in teachers_to_run}
+    teacher_names = {job.name: teacher_of(job, jobs).name for job in todo if job.kind != 'teacher'}
+    needs = {name: teacher for name, teacher in teacher_names.items() if teacher in teachers_to_run}
     schedule(todo, needs, lambda job, slot: run_job(job, slot, threads), workers, record)
     failed = [r['job'].name for r in results if r['state'] == 'failed']
     print(f"{len(results) - len(failed)} of {len(results)} runs finished"
