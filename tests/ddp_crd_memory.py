@@ -15,4 +15,6 @@ out = step(x[rank::world], target[rank::world], index[rank::world])
 sum(out.losses.values()).backward()
 mem = distiller.crd.memory
 torch.save(dict(memory_s=mem.memory_s, memory_t=mem.memory_t, Z=mem.Z), f'{sys.argv[1]}.{rank}')
+# DDP holds the process group: free it first, or gloo's threads may outlive the interpreter (SIGABRT at exit)
+del step
 dist.destroy_process_group()

@@ -15,4 +15,6 @@ out = step(x[rank::world], target[rank::world])     # the shard DeviceLoader giv
 sum(out.losses.values()).backward()
 if rank == 0:
     torch.save({k: p.grad for k, p in distiller.student.named_parameters()}, sys.argv[1])
+# DDP holds the process group: free it first, or gloo's threads may outlive the interpreter (SIGABRT at exit)
+del step
 dist.destroy_process_group()
