@@ -6,7 +6,6 @@
 from __future__ import annotations
 import ast
 import dataclasses
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, asdict
@@ -15,8 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .core import check_choice, check_range, check_int, get_device, data_root, resolve_path, runs_root
-from .data import DATASETS, VALIDATION_SPLITS, load_data
+from .core import check_choice, check_range, check_int, get_device, resolve_path, runs_root
+from .data import DATASETS, VALIDATION_SPLITS
 from .models import MODELS
 from .mixing import MIXUPS
 from .loop import SCHEDULE_KINDS
@@ -102,6 +101,9 @@ class TeacherConfig:
     @property
     def path(self) -> Path: return resolve_path(self.out_dir) if self.out_dir else self.default_out_dir()
 
+    def check_data(self, labels: torch.Tensor):
+        "Raise `ValueError` if a parameter does not fit the run's training `labels` (a teacher's all do)."
+
     def build(self, student: nn.Module, teacher: nn.Module | None, labels: torch.Tensor) -> nn.Module:
         "The distiller that trains `student` for this run (here: plain cross-entropy)."
         return CE(student)
@@ -179,10 +181,6 @@ class KDConfig(TeacherConfig):
     def build(self, student, teacher, labels) -> nn.Module: return KD(student, teacher, self.kd_loss())
 
 # %% ../nbs/07_config.ipynb #52529bac
-@functools.lru_cache(maxsize=32)
-def _train_labels(dataset: str, root: str, n_train: int | None) -> torch.Tensor:
-    return load_data(dataset, root, n_train).y_train
-
 @dataclass
 class CRDConfig(KDConfig):
     "A CRD run: CRD, CRD-aug, CRD-i or CRD-p, chosen by `mixup` and `calibration` as for KD."
@@ -203,10 +201,9 @@ class CRDConfig(KDConfig):
     def validate(self):
         super().validate()
         check_crd_params(self.feat_dim, self.nce_n, self.nce_t, self.nce_m, beta=self.beta)
-        try:
-            labels = _train_labels(self.dataset, str(data_root(self.data_root)), self.n_train)
-        except FileNotFoundError:
-            return
+
+    def check_data(self, labels):
+        "Raise `ValueError` unless every training image can draw `nce_n` negatives from other classes."
         subset = f' with n_train={self.n_train}' if self.n_train else ''
         check_nce_n(self.nce_n, labels, where=f"dataset={self.dataset!r}{subset}")
 

@@ -212,12 +212,14 @@ def _finished(cfg, out_dir: Path) -> dict | None:
 
 def run(cfg: TeacherConfig, progress=True) -> dict:
     "Carry out the run `cfg` (a teacher, or a student with its teacher) in its folder; return its metrics."
+    data = load_data(cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_test, n_val=cfg.n_val)
+    # a parameter that does not fit the data fails before the run's folder exists, on every rank alike
+    cfg.check_data(data.y_train)
     # one lock per run: rank 0's
     lock = run_lock(cfg.path) if dist_info()[0] == 0 else contextlib.nullcontext(cfg.path)
     with lock as out_dir:
         if done := _finished(cfg, out_dir):
             return done
-        data = load_data(cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_test, n_val=cfg.n_val)
         in_channels = data.x_train.shape[1]
         teacher, extra = (None, {})
         if cfg.kind != 'teacher':

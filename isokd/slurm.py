@@ -22,7 +22,6 @@ import submitit
 from submitit.core.utils import JobPaths
 
 from .core import atomic_write_json, check_int, project_root, resolve_path
-from .data import load_data
 from .runs import accuracy_line
 
 # isokd.study imports this module for its command line, so this one imports isokd.study inside the functions using it
@@ -247,12 +246,10 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
     check_partition(partition)
     study_folder = jobs[0].folder.parents[1]
     check_no_live_submission(study_folder)
-    from isokd.study import teacher_of
+    from isokd.study import teacher_of, prepare_data
     todo = jobs_to_submit(jobs)
-    # a missing dataset fails here, and a download happens once, on this machine (compute nodes may be offline)
-    datasets = {(config.dataset, config.data_root) for config in (job.run_config() for job in todo)}
-    for dataset, data_root in sorted(datasets, key=str):
-        load_data(dataset, data_root)
+    # here, since compute nodes may be offline: a missing dataset fails, a download happens once
+    prepare_data(todo)
     log_folder = resolve_path(log_dir) if log_dir else study_folder/'slurm'
     executor = submitit.SlurmExecutor(folder=log_folder)
     sbatch_extra = options['slurm_args'] | {'kill-on-invalid-dep': 'yes'}

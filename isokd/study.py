@@ -24,8 +24,8 @@ from . import slurm
 
 # %% auto #0
 __all__ = ['NOTEBOOKS', 'SUFFIXES', 'CONFIGS', 'SCALES', 'ACTIONS', 'baseline', 'Scale', 'Job', 'check_configs', 'plan',
-           'teacher_of', 'decide_actions', 'default_workers', 'run_job', 'schedule', 'summary_line', 'run_study',
-           'write_report', 'compare_line', 'main']
+           'teacher_of', 'decide_actions', 'prepare_data', 'default_workers', 'run_job', 'schedule', 'summary_line',
+           'run_study', 'write_report', 'compare_line', 'main']
 
 # %% ../nbs/11_study.ipynb #6452a18e
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
@@ -171,6 +171,17 @@ def decide_actions(jobs: list[Job]) -> list[Job]:
             job.action, job.params = 'retrain', job.params | dict(overwrite=True)
     return jobs
 
+# %% ../nbs/11_study.ipynb #a1f3c2d0
+def prepare_data(jobs: list[Job]) -> None:
+    """Load every dataset the jobs train on, once and here (a missing one fails now, a download happens before any
+    job starts), and check each run's parameters against its training labels (`check_data`)."""
+    labels = {}
+    for cfg in (job.run_config() for job in jobs):
+        key = (cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_val)
+        if key not in labels:
+            labels[key] = load_data(cfg.dataset, cfg.data_root, cfg.n_train, n_val=cfg.n_val).y_train
+        cfg.check_data(labels[key])
+
 # %% ../nbs/11_study.ipynb #b83b93fd
 def default_workers() -> int:
     "One worker per GPU, else one per CPU core (at most 8)."
@@ -259,10 +270,7 @@ def run_study(scale: str = 'cpu', seeds: int = 3, configs=None, root=None, worke
     jobs = plan(scale, seeds, configs, root)
     workers = check_int('workers', default_workers() if workers is None else workers)
     threads = check_int('threads', max(1, (os.cpu_count() or 1) // workers) if threads is None else threads)
-    # a missing dataset fails now, a download happens once
-    datasets = {(config.dataset, config.data_root) for config in (j.run_config() for j in jobs)}
-    for dataset, data_root in sorted(datasets, key=str):
-        load_data(dataset, data_root)
+    prepare_data(jobs)
     for job in jobs:
         if job.action == 'retrain':
             print(f"{job.name}: finished, but its model.pt is missing and students need it: "

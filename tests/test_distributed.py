@@ -1,5 +1,6 @@
 """DDP through torchrun on CPU (gloo, 2 processes): the same gradients as one process,
 the same training within a tolerance, one writer."""
+import fcntl
 import json
 import os
 import subprocess
@@ -104,3 +105,14 @@ def test_bad_launch_fails_before_training(tmp_path, args, message):
     r = launch(*args, '-p', 'out_dir', tmp_path/'x')
     assert r.returncode != 0 and message in r.stderr, r.stderr[-3000:]
     assert not (tmp_path/'x').exists()
+
+def test_a_failure_on_rank_0_alone_ends_every_rank(tmp_path):
+    # rank 0 alone takes the run's lock; the others go on to a barrier. torchrun stops them when rank 0 fails (with
+    # gloo they also see the closed connection), instead of their waiting for the 30-minute timeout (or this test's).
+    out = tmp_path/'busy'
+    out.mkdir()
+    with open(out/'.lock', 'w') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        r = launch('teacher', *TINY, '-p', 'out_dir', out)
+    assert r.returncode != 0 and 'is in use by another running process' in r.stderr, r.stderr[-3000:]
+    assert not (out/'metrics.json').exists()
