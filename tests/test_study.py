@@ -1,6 +1,7 @@
 "The study runner as a user meets it: `python -m isokd.study` on the smoke scale, its failures and its bad input."
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,34 +37,46 @@ def test_paper_scale_is_the_authors_setting(tmp_path):
     assert (c.beta, c.feat_dim, c.nce_n, c.nce_t, c.nce_m, c.mixup, c.calibration) == \
            (0.8, 128, 16384, 0.07, 0.5, 'cutmix', 'isotonic_appr')
 
-def test_smoke_study_runs_skips_when_done_and_reports(tmp_path):
-    r = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path,
-              '--workers', 2)
+SMOKE = ('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p')
+
+@pytest.fixture(scope='module')
+def smoke_study(tmp_path_factory):
+    "A smoke study of a teacher and two students, run once for the tests below: (its root, the runner's output)."
+    root = tmp_path_factory.mktemp('study')
+    r = study(*SMOKE, '--root', root, '--workers', 2)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert outcome_lines(r.stdout) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done',
-                                       'crd-cutmix-p seed0': 'done'}
+    return root, r.stdout
+
+def test_smoke_study_runs_every_job_into_its_folder_and_reports(smoke_study):
+    root, out = smoke_study
+    assert outcome_lines(out) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done', 'crd-cutmix-p seed0': 'done'}
     for name in ('teacher', 'kd-mixup-i', 'crd-cutmix-p'):
-        d = tmp_path/'smoke'/name/'seed0'
+        d = root/'smoke'/name/'seed0'
         assert {'run.ipynb', 'metrics.json', 'parameters.json'} <= {p.name for p in d.iterdir()}
         m = json.loads((d/'metrics.json').read_text())
         assert m['finished'] and m['params']['out_dir'] == str(d)
-    student = json.loads((tmp_path/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').read_text())
+    student = json.loads((root/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').read_text())
     assert (student['method'] == 'KD-i'
-            and Path(student['teacher']['path']) == tmp_path/'smoke'/'teacher'/'seed0'/'model.pt')
-    assert set(json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())['order_profile']) == \
+            and Path(student['teacher']['path']) == root/'smoke'/'teacher'/'seed0'/'model.pt')
+    assert set(json.loads((root/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())['order_profile']) == \
            {'clean', 'mixup', 'cutmix'}
     for f in ('report.ipynb', 'results.csv', 'deltas.csv', 'teacher_order.png', 'curves.png', 'epoch_time.png'):
-        assert (tmp_path/'smoke'/f).is_file(), f
-    again = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i,crd-cutmix-p', '--root', tmp_path,
-                  '--no-report', '--compare-with', tmp_path/'smoke')
+        assert (root/'smoke'/f).is_file(), f
+
+def test_a_finished_study_is_skipped_and_compares_with_itself(smoke_study):
+    root, _ = smoke_study
+    again = study(*SMOKE, '--root', root, '--no-report', '--compare-with', root/'smoke')
     assert again.returncode == 0 and '3 finished, 0 to run' in again.stdout
     # the runs against themselves: no difference, all within the range of their one seed
     assert '3 of 3 configurations within the committed seeds' in again.stdout, again.stdout
     assert set(outcome_lines(again.stdout).values()) == {'skipped'}
-    # a fresh clone has the metrics but not the weights: a student to redo gets its teacher trained again, to the same
-    # numbers
-    teacher = json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())
-    (tmp_path/'smoke'/'teacher'/'seed0'/'model.pt').unlink()
+
+def test_a_teacher_without_weights_is_trained_again_to_the_same_numbers(smoke_study, tmp_path):
+    # a fresh clone has the metrics but not the weights: a student to redo gets its teacher trained again
+    shutil.copytree(smoke_study[0]/'smoke', tmp_path/'smoke')
+    teacher_dir = tmp_path/'smoke'/'teacher'/'seed0'
+    teacher = json.loads((teacher_dir/'metrics.json').read_text())
+    (teacher_dir/'model.pt').unlink()
     (tmp_path/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').unlink()
     redo = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i', '--root', tmp_path, '--no-report')
     assert redo.returncode == 0, redo.stdout + redo.stderr
@@ -73,7 +86,7 @@ def test_smoke_study_runs_skips_when_done_and_reports(tmp_path):
     def numbers(m):
         return [(r['train_loss'], r['test_acc'], r['test_loss']) for r in m['history']]
 
-    assert numbers(json.loads((tmp_path/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())) == numbers(teacher)
+    assert numbers(json.loads((teacher_dir/'metrics.json').read_text())) == numbers(teacher)
 
 def test_a_failed_run_does_not_stop_the_others_and_its_students_wait(tmp_path):
     # a corrupt checkpoint makes teacher seed1 fail: its student is not started, seed 0 runs to the end, the exit
