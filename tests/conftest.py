@@ -6,15 +6,14 @@ import shutil
 from pathlib import Path
 import pytest
 
-# Runs without an explicit out_dir, and cached teachers, go to a scratch folder, never to the project's runs/.
-SCRATCH_RUNS = tempfile.mkdtemp(prefix='isokd-test-runs-')
-os.environ['ISOKD_RUNS'] = SCRATCH_RUNS
+# Runs without an explicit out_dir, and cached teachers, go to a scratch folder, never to the project's runs/; the
+# folder goes when the session ends. Made in pytest's hooks, not on import: the DDP scripts that torchrun starts import
+# this module too (through the tests' helpers), and would each leave a folder behind.
+def pytest_configure(config):
+    os.environ['ISOKD_RUNS'] = tempfile.mkdtemp(prefix='isokd-test-runs-')
 
-@pytest.fixture(scope='session', autouse=True)
-def remove_scratch_runs():
-    "The scratch folder of the runs goes when the session ends, after the last test that could use it."
-    yield
-    shutil.rmtree(SCRATCH_RUNS, ignore_errors=True)
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.pop('ISOKD_RUNS'), ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
