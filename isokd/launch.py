@@ -37,7 +37,8 @@ def parse_value(v: str):
     return v
 
 def parse_args(argv=None):
-    "The kind of run and its configuration, checked (an unknown or bad parameter fails here, before any process group)."
+    """The kind of run and its configuration, checked: an unknown or bad parameter fails here, before any process group
+    (one that must fit the data, such as CRD's `nce_n`, fails on every rank alike when `run` has loaded it)."""
     p = argparse.ArgumentParser(prog='torchrun --nproc_per_node N -m isokd.launch',
                                 description='One run on several processes (torch DDP).')
     p.add_argument('kind', choices=list(RUN_KINDS), help='the run notebook it stands for: teacher, kd or crd')
