@@ -24,14 +24,18 @@ def history_frame(metrics: dict) -> pd.DataFrame:
     "One row per epoch: the scalar fields of the run's history."
     return pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, dict)} for r in metrics['history']])
 
+def _percent(metrics: dict, key: str) -> float:
+    "A fraction of the metrics in %, NaN where the run has none (no validation split, say)."
+    return 100 * metrics[key] if metrics.get(key) is not None else np.nan
+
 def summary(metrics: dict) -> pd.DataFrame:
     "The run's final numbers as a one-row table (accuracies in %)."
     p = metrics['params']
     row = dict(method=metrics.get('method'), dataset=p['dataset'], arch=p['arch'], teacher=p.get('teacher_arch'),
                mixup=p.get('mixup'), seed=p['seed'], epochs=metrics['epochs_done'],
-               top1_last=100 * metrics['test_acc_last'], top1_best=100 * metrics.get('test_acc_best', np.nan),
-               val_best=100 * metrics.get('val_acc_best', np.nan), top5_last=100 * metrics['test_top5_last'],
-               nll_last=metrics.get('test_nll_last', np.nan), ece_last=100 * metrics.get('test_ece_last', np.nan),
+               top1_last=_percent(metrics, 'test_acc_last'), top1_best=_percent(metrics, 'test_acc_best'),
+               val_best=_percent(metrics, 'val_acc_best'), top5_last=_percent(metrics, 'test_top5_last'),
+               nll_last=metrics.get('test_nll_last', np.nan), ece_last=_percent(metrics, 'test_ece_last'),
                minutes=metrics['seconds_total'] / 60)
     if metrics.get('teacher'):
         row['teacher_top1'] = 100 * (metrics['teacher'].get('test_acc') or float('nan'))
@@ -99,13 +103,11 @@ def study_runs(folder) -> pd.DataFrame:
     rows = []
     for run, m in _finished_runs(folder):
         h = m['history']
-        def percent(key):
-            return 100 * m[key] if m.get(key) is not None else np.nan
         rows.append(dict(**run, epochs=m['epochs_done'],
-                         top1_last=percent('test_acc_last'), top1_best=percent('test_acc_best'),
-                         top5_last=percent('test_top5_last'), top5_best=percent('test_top5_best'),
-                         nll_last=m.get('test_nll_last', np.nan), ece_last=percent('test_ece_last'),
-                         val_last=percent('val_acc_last'), val_best=percent('val_acc_best'),
+                         top1_last=_percent(m, 'test_acc_last'), top1_best=_percent(m, 'test_acc_best'),
+                         top5_last=_percent(m, 'test_top5_last'), top5_best=_percent(m, 'test_top5_best'),
+                         nll_last=m.get('test_nll_last', np.nan), ece_last=_percent(m, 'test_ece_last'),
+                         val_last=_percent(m, 'val_acc_last'), val_best=_percent(m, 'val_acc_best'),
                          s_per_epoch=np.median([r['seconds'] for r in h]),
                          img_per_s=np.median([r['images_per_s'] for r in h])))
     df = pd.DataFrame(rows)

@@ -151,9 +151,6 @@ def execute_job(job: Job, threads: int = 1, gpus_per_run: int = 0) -> dict:
 # %% ../nbs/13_slurm.ipynb #3439c7e3
 def jobs_to_submit(jobs: list[Job]) -> list[Job]:
     "The jobs the plan does not skip (`Job.action`: run, resume, retrain), teachers first."
-    for job in jobs:
-        if job.action == 'retrain':
-            print(f"{job.name}: finished, but its model.pt is missing and students need it: training it again")
     return sorted((job for job in jobs if job.action != 'skip'), key=lambda job: job.kind != 'teacher')
 
 def job_record(job: Job, log_folder=None, job_id: str | None = None, after: str | None = None,
@@ -246,8 +243,10 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
     check_partition(partition)
     study_folder = jobs[0].folder.parents[1]
     check_no_live_submission(study_folder)
-    from isokd.study import teacher_of, prepare_data
+    from isokd.study import teacher_of, prepare_data, retrain_lines
     todo = jobs_to_submit(jobs)
+    for line in retrain_lines(jobs):
+        print(line, flush=True)
     # here, since compute nodes may be offline: a missing dataset fails, a download happens once
     prepare_data(todo)
     log_folder = resolve_path(log_dir) if log_dir else study_folder/'slurm'

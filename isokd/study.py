@@ -24,8 +24,8 @@ from . import slurm
 
 # %% auto #0
 __all__ = ['NOTEBOOKS', 'SUFFIXES', 'CONFIGS', 'SCALES', 'ACTIONS', 'baseline', 'Scale', 'Job', 'check_configs', 'plan',
-           'teacher_of', 'decide_actions', 'prepare_data', 'default_workers', 'run_job', 'schedule', 'summary_line',
-           'run_study', 'write_report', 'compare_line', 'main']
+           'teacher_of', 'decide_actions', 'prepare_data', 'default_workers', 'run_job', 'schedule', 'retrain_lines',
+           'summary_line', 'run_study', 'write_report', 'compare_line', 'main']
 
 # %% ../nbs/11_study.ipynb #6452a18e
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
@@ -258,6 +258,11 @@ def _line(i: int, n: int, res: dict) -> str:
     took = f"  {res['seconds']:.0f} s" if res['seconds'] else ''
     return f"{head} {accuracy_line(m)}{took}"
 
+def retrain_lines(jobs: list[Job]) -> list[str]:
+    "What the local and the Slurm runners say of each finished teacher they train again (the `retrain` action)."
+    return [f"{job.name}: finished, but its model.pt is missing and students need it: training it again"
+            for job in jobs if job.action == 'retrain']
+
 def summary_line(jobs: list[Job]) -> str:
     "How many runs of the plan each action concerns."
     counts = {action: sum(job.action == action for job in jobs) for action in ACTIONS}
@@ -271,10 +276,8 @@ def run_study(scale: str = 'cpu', seeds: int = 3, configs=None, root=None, worke
     workers = check_int('workers', default_workers() if workers is None else workers)
     threads = check_int('threads', max(1, (os.cpu_count() or 1) // workers) if threads is None else threads)
     prepare_data(jobs)
-    for job in jobs:
-        if job.action == 'retrain':
-            print(f"{job.name}: finished, but its model.pt is missing and students need it: "
-                                          f"training it again", flush=True)
+    for line in retrain_lines(jobs):
+        print(line, flush=True)
     print(f"{len(jobs)} runs of the {scale} scale ({SCALES[scale].about}) in {jobs[0].folder.parents[1]}: "
           f"{summary_line(jobs)}, {workers} at a time with {threads} thread(s) each", flush=True)
     results = []
