@@ -16,16 +16,18 @@ $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	$(BIN)/python tools/install_kernel.py
 	touch $@
 
-# The main job: the cpu study with one seed (the teacher and 15 runs), into runs/local/cpu/ (not in git), ending with
-# its report and a comparison of its seed 0 with the committed three-seed study in runs/cpu/.
+# The main job: the README's fifteen configurations for seed 0 at the cpu scale, into runs/local/cpu/ (not in git),
+# distilled from the committed study's teacher (shipped with its weights), ending with its report and a comparison of
+# its seed 0 with the committed study in runs/cpu/. TRAIN_TEACHER=1 trains the teacher again and compares it too.
+TEACHER := $(if $(TRAIN_TEACHER),,--teacher runs/cpu/teacher/seed0)
 run: setup
-	$(BIN)/python -m isokd.study --scale cpu --seeds 1 --root runs/local --compare-with runs/cpu
+	$(BIN)/python -m isokd.study --scale cpu --seeds 1 --configs readme --root runs/local --compare-with runs/cpu $(TEACHER)
 
-# The committed study: every configuration, three seeds, at SCALE (cpu: two CPU cores; paper: GPUs, or --executor slurm).
+# The committed study: the scale's design (cpu: two CPU cores; paper: GPUs, or --executor slurm); SEEDS=N for
+# seeds 0..N-1 of every configuration of the design instead.
 SCALE ?= cpu
-SEEDS ?= 3
 study: setup
-	$(BIN)/python -m isokd.study --scale $(SCALE) --seeds $(SEEDS)
+	$(BIN)/python -m isokd.study --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS))
 
 test: setup check
 check:

@@ -109,7 +109,8 @@ class TeacherConfig:
         return CE(student)
 
 # %% ../nbs/07_config.ipynb #8e4e4366
-CALIBRATIONS = {'none': 'kd', 'isotonic': 'kd-i', 'isotonic_appr': 'kd-p'}
+# the authors' flag values (and 'identity', KD-i's weight control) -> the method of `KDLoss`
+CALIBRATIONS = {'none': 'kd', 'isotonic': 'kd-i', 'isotonic_appr': 'kd-p', 'identity': 'kd-id'}
 
 @dataclass
 class KDConfig(TeacherConfig):
@@ -161,14 +162,14 @@ class KDConfig(TeacherConfig):
 
     @property
     def method(self) -> str:
-        "The paper's name of the method: KD, KD-aug, KD-i or KD-p."
+        "The paper's name of the method: KD, KD-aug, KD-i or KD-p (or KD-id, KD-i's weight control)."
         if self.calibration == 'none':
             return 'KD' if self.mixup == 'none' else 'KD-aug'
-        return {'isotonic': 'KD-i', 'isotonic_appr': 'KD-p'}[self.calibration]
+        return 'KD' + CALIBRATIONS[self.calibration][2:]
 
     def default_out_dir(self) -> Path:
         calibration = self.calibration
-        if self.calibration == 'isotonic' and self.isotonic_mode != 'add':
+        if self.calibration in ('isotonic', 'identity') and self.isotonic_mode != 'add':
             calibration += f'-{self.isotonic_mode}'
         name = f"{self.dataset}-{self.teacher_arch}-{self.arch}-{self.mixup}-{calibration}-s{self.seed}-{self.digest()}"
         return runs_root()/self.kind/name
@@ -177,6 +178,10 @@ class KDConfig(TeacherConfig):
         "The run's `KDLoss` (its inputs come from `Mixer`, so the loss does not re-check their values)."
         return KDLoss(CALIBRATIONS[self.calibration], self.temperature, self.alpha, self.soft_constraint_ratio,
                       self.isotonic_mode, check_inputs=False)
+
+    def objective(self) -> str:
+        "The run's loss with its weights (`KDLoss.objective`)."
+        return self.kd_loss().objective()
 
     def build(self, student, teacher, labels) -> nn.Module: return KD(student, teacher, self.kd_loss())
 
@@ -211,6 +216,10 @@ class CRDConfig(KDConfig):
     def method(self) -> str:
         "The paper's name of the method: CRD, CRD-aug, CRD-i or CRD-p."
         return 'CRD' + super().method[2:]
+
+    def objective(self) -> str:
+        "The run's loss with its weights: its KD variant's and beta times the CRD loss of the features."
+        return f"{super().objective()} + {self.beta:g} CRD(f_s, f_t)"
 
     def build(self, student, teacher, labels) -> nn.Module:
         crd = CRDLoss(student.feat_dim, teacher.feat_dim, labels, feat_dim=self.feat_dim, nce_n=self.nce_n,

@@ -4,6 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #5d7b6116
 from __future__ import annotations
+import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -19,7 +21,7 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['seed_everything', 'epoch_seed', 'check_choice', 'check_range', 'check_int', 'get_device', 'atomic_write_json',
            'atomic_save', 'project_root', 'resolve_path', 'data_root', 'runs_root', 'cpu_model', 'cpu_has_bf16',
-           'git_state', 'versions', 'dist_info', 'log']
+           'git_state', 'file_sha256', 'source_digest', 'versions', 'dist_info', 'log']
 
 # %% ../nbs/00_core.ipynb #fd7af39d
 def seed_everything(seed: int):
@@ -160,6 +162,18 @@ def git_state(folder=None) -> dict:
     dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip() != ''
     return dict(commit=head.stdout.strip(), dirty=dirty)
 
+def file_sha256(path) -> str:
+    "The sha256 of a file's bytes (a model's weights: the same file, or not)."
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+def source_digest() -> str:
+    "The sha256 of the isokd package's source files, names and contents: the code that ran, committed or not."
+    package = Path(importlib.util.find_spec('isokd').origin).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.glob('*.py')):
+        digest.update(path.name.encode() + b'\0' + path.read_bytes())
+    return digest.hexdigest()
+
 # %% ../nbs/00_core.ipynb #1c5acd88
 def versions(device=None) -> dict:
     "Python, torch, torchvision and NumPy versions, the device and CPU model, threads and the project's git commit."
@@ -174,6 +188,8 @@ def versions(device=None) -> dict:
         info['isokd'] = __version__
     except ImportError:
         pass
+    # which code made the result, committed or not, and whether the study runner was told to accept a dirty tree
+    info |= dict(source_sha256=source_digest(), dirty_allowed=os.environ.get('ISOKD_ALLOW_DIRTY') == '1')
     return info | {f'git_{k}': v for k, v in git_state().items()}
 
 # %% ../nbs/00_core.ipynb #47964b7f

@@ -144,8 +144,9 @@ VALIDATION_SPLITS = {'fashion_mnist': 5000}
 
 def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None, n_test: int | None = None,
               seed: int = 0, n_val: int | None = None) -> ImageData:
-    """The dataset `name` as an `ImageData`, optionally a stratified `n_train` / `n_test` subset chosen by `seed`, and
-    `n_val` training images held out for validation (the same ones whatever the seed; never in the training subset;
+    """The dataset `name` as an `ImageData`: optionally a stratified `n_train` subset chosen by `seed` (each seed its
+    own), a stratified `n_test` subset (the same whatever the seed, so that runs are compared on the same images), and
+    `n_val` training images held out for validation (the same whatever the seed; never in the training subset;
     None: the dataset's `VALIDATION_SPLITS`, else none)."""
     check_choice('dataset', name, tuple(DATASETS))
     for k, v in (('n_train', n_train), ('n_test', n_test)):
@@ -162,7 +163,7 @@ def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None
     if n_val:
         held_out[stratified_subset(ytr, n_val, VALIDATION_SEED)] = True
     pool = torch.where(~held_out)[0]
-    itr, ite = pool[stratified_subset(ytr[pool], n_train, seed)], stratified_subset(yte, n_test, seed)
+    itr, ite = pool[stratified_subset(ytr[pool], n_train, seed)], stratified_subset(yte, n_test)
     val = dict(x_val=xtr[held_out], y_val=ytr[held_out]) if n_val else {}
     return ImageData(name, xtr[itr], ytr[itr], xte[ite], yte[ite], classes, mean, std, pad, **val)
 

@@ -14,8 +14,8 @@ from .core import check_choice, check_range
 from .calibration import check_pair, isotonic_calibrate, isotonic_penalty
 
 # %% auto #0
-__all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHODS', 'ISOTONIC_MODES', 'kd_div', 'check_kd_params', 'LossOutput',
-           'check_kd_inputs', 'KDLoss', 'StepOutput', 'CE', 'KD']
+__all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHODS', 'TEACHER_TARGETS', 'EXTRA_TERMS', 'ISOTONIC_MODES', 'kd_div',
+           'check_kd_params', 'LossOutput', 'check_kd_inputs', 'KDLoss', 'StepOutput', 'CE', 'KD']
 
 # %% ../nbs/05_kd.ipynb #5222a8f8
 def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -27,7 +27,11 @@ def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
 
 # %% ../nbs/05_kd.ipynb #59c0afdd
 TEMPERATURE, ALPHA, RHO = 4.5, 0.95, 2.0
-METHODS = ('kd', 'kd-i', 'kd-p')
+METHODS = ('kd', 'kd-i', 'kd-id', 'kd-p')
+# what the order terms of KD-i and of its weight control KD-id distil from: IR(t), and t itself
+TEACHER_TARGETS = {'kd-i': isotonic_calibrate, 'kd-id': lambda teacher_logits, target: teacher_logits}
+# the name of each method's extra term in `add` mode
+EXTRA_TERMS = {'kd-i': 'iso', 'kd-id': 'id', 'kd-p': 'penalty'}
 ISOTONIC_MODES = ('add', 'replace')
 
 def check_kd_params(temperature, alpha, rho, isotonic_mode, rho_name: str = 'rho'):
@@ -70,7 +74,7 @@ def check_kd_inputs(student_logits, teacher_logits, target, atol: float = 1e-3):
 
 # %% ../nbs/05_kd.ipynb #cdfc701a
 class KDLoss(nn.Module):
-    "KD, KD-i or KD-p of `[B, C]` student logits against teacher logits and the batch's (mixed) target."
+    "KD, KD-i, KD-p or KD-id (KD-i's weight control) of `[B, C]` student and teacher logits against the target."
     def __init__(self, method: str = 'kd', temperature: float = TEMPERATURE, alpha: float = ALPHA, rho: float = RHO,
                  isotonic_mode: str = 'add', check_inputs: bool = True):
         super().__init__()
@@ -87,15 +91,27 @@ class KDLoss(nn.Module):
             check_kd_inputs(student_logits, teacher_logits, target)
         z, t, T = student_logits, teacher_logits, self.temperature
         losses = {'ce': (1 - self.alpha) * F.cross_entropy(z, target)}
-        if self.method == 'kd-i' and self.isotonic_mode == 'replace':
-            losses['kd'] = self.alpha * kd_div(z, isotonic_calibrate(t, target), T)
+        teacher_target = TEACHER_TARGETS.get(self.method)
+        if teacher_target and self.isotonic_mode == 'replace':
+            losses['kd'] = self.alpha * kd_div(z, teacher_target(t, target), T)
         else:
             losses['kd'] = self.alpha * kd_div(z, t, T)
-        if self.method == 'kd-i' and self.isotonic_mode == 'add':
-            losses['iso'] = self.rho * kd_div(z, isotonic_calibrate(t, target), T)
+        if teacher_target and self.isotonic_mode == 'add':
+            losses[EXTRA_TERMS[self.method]] = self.rho * kd_div(z, teacher_target(t, target), T)
         if self.method == 'kd-p':
-            losses['penalty'] = self.rho * isotonic_penalty(z, target)
+            losses[EXTRA_TERMS['kd-p']] = self.rho * isotonic_penalty(z, target)
         return LossOutput(sum(losses.values()), losses)
+
+    def objective(self) -> str:
+        "The loss as a formula with its weights, e.g. '0.05 CE(z, w) + 0.95 KL_T(t, z) + 2 KL_T(IR(t), z)' (T is the temperature)."
+        teacher = {'kd-i': 'IR(t)', 'kd-id': 't'}.get(self.method)
+        replaced = teacher if teacher and self.isotonic_mode == 'replace' else 't'
+        terms = [f"{1 - self.alpha:g} CE(z, w)", f"{self.alpha:g} KL_T({replaced}, z)"]
+        if teacher and self.isotonic_mode == 'add':
+            terms.append(f"{self.rho:g} KL_T({teacher}, z)")
+        if self.method == 'kd-p':
+            terms.append(f"{self.rho:g} P(z)")
+        return ' + '.join(terms)
 
     def extra_repr(self) -> str:
         return (f"method={self.method!r}, temperature={self.temperature}, alpha={self.alpha}, rho={self.rho}, "

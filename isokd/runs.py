@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.distributed as dist
 
 from .core import (cpu_has_bf16, get_device, seed_everything, atomic_write_json, atomic_save, resolve_path,
-                        versions, dist_info, log)
+                        versions, dist_info, log, file_sha256, project_root)
 from .data import load_data, DeviceLoader, stratified_subset
 from .models import create_model
 from .mixing import MIXUPS, Mixer
@@ -25,7 +25,7 @@ from .loop import make_optimizer, check_batch_split, prepare, train_epoch, evalu
 
 # %% auto #0
 __all__ = ['run_lock', 'load_checkpoint', 'read_metrics', 'check_existing', 'fit', 'order_profile', 'accuracy_line', 'run',
-           'load_teacher', 'train_teacher', 'distill', 'distill_crd']
+           'shipped_teacher', 'load_teacher', 'train_teacher', 'distill', 'distill_crd']
 
 # %% ../nbs/09_runs.ipynb #5ae65bce
 @contextlib.contextmanager
@@ -160,6 +160,7 @@ def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress
             f"{record['seconds']:.1f}s  {record['images_per_s']:.0f} img/s")
     if rank == 0:
         atomic_save(distiller.student.state_dict(), out_dir/'model.pt')
+        metrics['model_sha256'] = file_sha256(out_dir/'model.pt')
         if on_finish:
             metrics.update(on_finish(distiller.student))
     metrics['finished'] = True
@@ -212,7 +213,8 @@ def _finished(cfg, out_dir: Path) -> dict | None:
 
 def run(cfg: TeacherConfig, progress=True) -> dict:
     "Carry out the run `cfg` (a teacher, or a student with its teacher) in its folder; return its metrics."
-    data = load_data(cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_test, n_val=cfg.n_val)
+    # each seed trains on its own subset (n_train); a student's teacher is the same for every seed
+    data = load_data(cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_test, seed=cfg.seed, n_val=cfg.n_val)
     # a parameter that does not fit the data fails before the run's folder exists, on every rank alike
     cfg.check_data(data.y_train)
     # one lock per run: rank 0's
@@ -242,33 +244,56 @@ def _train_command(tcfg: TeacherConfig) -> str:
     changed = [f"-p {k} {v}" for k, v in asdict(tcfg).items() if v != getattr(TeacherConfig, k, None)]
     return f"papermill nbs/run_teacher.ipynb out.ipynb {' '.join(changed)} -p out_dir {tcfg.path}"
 
+def shipped_teacher(tcfg: TeacherConfig) -> Path | None:
+    "The folder of a committed study's teacher (`runs/<scale>/teacher/seed<k>/`) that is the run `tcfg`, weights included."
+    for folder in sorted((project_root()/'runs').glob('*/teacher/seed*')):
+        metrics = read_metrics(folder)
+        if metrics and metrics['finished'] and metrics['identity'] == tcfg.identity() and (folder/'model.pt').is_file():
+            return folder
+    return None
+
+def _checked(weights: Path, metrics: dict) -> tuple[Path, dict]:
+    "`weights` and its run's metrics, once the file is the one the metrics record (when they record one)."
+    if (want := metrics.get('model_sha256')) and file_sha256(weights) != want:
+        raise ValueError(f"teacher {weights} is not the model its metrics.json records (sha256 {want[:12]}...): "
+                         f"restore it (git checkout {weights}) or train it again")
+    return weights, metrics
+
 def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
-    "The teacher's model.pt for `cfg` (trained first if missing and allowed) and its metrics."
+    """The teacher's model.pt for `cfg` and its metrics: `teacher_path`'s, else a committed study's teacher of the same
+    identity, else the cached one under `runs/teachers/`, trained first if missing and allowed. A teacher trained
+    again goes to that cache, never into another run's folder."""
     if cfg.teacher_path:
         path = resolve_path(cfg.teacher_path)
         weights = path/'model.pt' if path.is_dir() else path
         metrics = read_metrics(weights.parent) or {}
         if weights.is_file():
-            return weights, metrics
-        # a finished teacher run without its weights (they are not kept in git): trained again from its record
+            return _checked(weights, metrics)
+        # a finished teacher run without its weights: trained again from its record, into the cache
         if not (cfg.train_teacher_if_missing and metrics.get('finished') and metrics.get('params')):
             raise FileNotFoundError(f"teacher_path={cfg.teacher_path!r}: no model file at {weights}" +
-                                    ("; pass train_teacher_if_missing=True to train it again from its metrics.json"
-                                     if metrics.get('finished') else ''))
-        params = {k: v for k, v in metrics['params'].items() if k != 'kind'}
-        tcfg = TeacherConfig(**(params | dict(out_dir=str(weights.parent), overwrite=True, device=cfg.device)))
+                                    ("; pass train_teacher_if_missing=True to train it again (into runs/teachers/) "
+                                     "from its metrics.json" if metrics.get('finished') else ''))
+        params = {k: v for k, v in metrics['params'].items() if k not in ('kind', 'out_dir', 'overwrite')}
+        tcfg = TeacherConfig(**(params | dict(device=cfg.device)))
     else:
         tcfg = cfg.teacher_config()
-        weights, metrics = tcfg.path/'model.pt', read_metrics(tcfg.path) or {}
-        if weights.is_file() and metrics.get('finished'):
-            log(f"Using the cached teacher {tcfg.path} (top-1 {metrics['test_acc_last']:.2%}).")
-            return weights, metrics
-        if not cfg.train_teacher_if_missing:
-            raise FileNotFoundError(f"no trained teacher at {tcfg.path}. Train it with: {_train_command(tcfg)}   "
-                                    f"(or set train_teacher_if_missing=True)")
-        tcfg = TeacherConfig(**(asdict(tcfg) | dict(overwrite=bool(metrics.get('finished')))))
-    why = "its model.pt is missing (weights are not kept in git)" if metrics.get('finished') else "none is cached"
-    log(f"No usable teacher at {tcfg.path} ({why}): training it first ({tcfg.arch}, {tcfg.epochs} epochs).")
+        if shipped := shipped_teacher(tcfg):
+            metrics = read_metrics(shipped)
+            log(f"Using the committed study's teacher {shipped.relative_to(project_root())} "
+                f"(top-1 {metrics['test_acc_last']:.2%}).")
+            return _checked(shipped/'model.pt', metrics)
+    weights, metrics = tcfg.path/'model.pt', read_metrics(tcfg.path) or {}
+    if weights.is_file() and metrics.get('finished'):
+        log(f"Using the cached teacher {tcfg.path} (top-1 {metrics['test_acc_last']:.2%}).")
+        return _checked(weights, metrics)
+    if not cfg.train_teacher_if_missing:
+        raise FileNotFoundError(f"no trained teacher at {tcfg.path}. Train it with: {_train_command(tcfg)}   "
+                                f"(or set train_teacher_if_missing=True)")
+    tcfg = TeacherConfig(**(asdict(tcfg) | dict(overwrite=bool(metrics.get('finished')))))
+    why = "its model.pt is missing" if metrics.get('finished') else "none is cached"
+    log(f"No usable teacher at {tcfg.path} ({why}): training it first ({tcfg.arch}, {tcfg.epochs} epochs; "
+        f"the run's `epochs` and `n_train` do not shorten it: `teacher_epochs` and `teacher_n_train` do).")
     return weights, run(tcfg, progress)
 
 def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress=True) -> tuple[nn.Module, dict]:
@@ -282,7 +307,8 @@ def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress
         raise ValueError(f"teacher {weights} does not fit teacher_arch={cfg.teacher_arch!r} with {num_classes} classes "
                          f"and {in_channels} input channel(s) "
                          f"(dataset={cfg.dataset!r}): {detail}") from e
-    record = dict(path=str(weights), test_acc=metrics.get('test_acc_last'), params=metrics.get('params'))
+    record = dict(path=str(weights), test_acc=metrics.get('test_acc_last'), params=metrics.get('params'),
+                  model_sha256=file_sha256(weights))
     return teacher, dict(teacher=record)
 
 # %% ../nbs/09_runs.ipynb #4c7769b9
