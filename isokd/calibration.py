@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['check_pair', 'isotonic_calibrate', 'isotonic_reference', 'isotonic_penalty', 'order_stats', 'OrderStats',
-           'TeacherOrder']
+__all__ = ['ORDER_CLASSES', 'check_pair', 'isotonic_calibrate', 'isotonic_reference', 'isotonic_penalty', 'order_stats',
+           'OrderStats', 'TeacherOrder', 'order_classes']
 
 # %% ../nbs/04_calibration.ipynb #e1be0973
 _HEAD_LABELS = 4          # leading chain positions solved by brute force: mixes of up to 4 labels take the fast paths
@@ -306,3 +306,20 @@ class TeacherOrder:
         self.after.update(isotonic_calibrate(teacher_logits, target), target)
 
     def result(self) -> dict: return dict(before=self.before.result(), after=self.after.result())
+
+# %% ../nbs/04_calibration.ipynb
+ORDER_CLASSES = ('in order', 'labelled pair swapped', 'foreign class above a label')
+
+def order_classes(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each row's kind of order violation as an index into `ORDER_CLASSES`: 0 when `scores` respect the order of
+    `target`, 1 when only labelled classes (weight above the row's least) are out of order among themselves, 2 when
+    a foreign class (the least weight) scores above a labelled one."""
+    check_pair(scores, target)
+    t, w = scores.detach().float(), target.detach()
+    labelled = w > w.amin(1, keepdim=True)
+    # the lowest labelled score against the highest foreign one
+    lowest_label = torch.where(labelled, t, math.inf).amin(1)
+    highest_foreign = torch.where(labelled, -math.inf, t).amax(1)
+    foreign_above = labelled.any(1) & (highest_foreign > lowest_label)
+    swapped = ((w[:, :, None] > w[:, None, :]) & labelled[:, None, :] & (t[:, :, None] < t[:, None, :])).flatten(1).any(1)
+    return torch.where(foreign_above, 2, torch.where(swapped, 1, 0))

@@ -9,15 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+import torch
+import torch.nn.functional as F
+from scipy import optimize, stats
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import seaborn as sns
 
+from .core import atomic_write_json
+from .data import load_data, DeviceLoader, stratified_subset
+from .models import create_model
+from .mixing import Mixer
+from .calibration import ORDER_CLASSES, isotonic_calibrate, order_classes
+from .loop import autocast, evaluate
+from .study import CONFIGS, COMPARISONS
+
 # %% auto #0
-__all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'study_runs', 'results_table', 'delta_table',
-           'teacher_order_frame', 'study_history', 'reliability_frame', 'plot_reliability', 'plateau', 'regime_checks',
-           'reproduction_table', 'plot_teacher_order', 'plot_curves', 'plot_epoch_time']
+__all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'overconfidence', 'study_runs',
+           'results_table', 'teacher_order_frame', 'study_history', 'reliability_frame', 'plot_reliability', 'plateau',
+           'regime_checks', 'reproduction_table', 'plot_teacher_order', 'plot_curves', 'paired_delta', 'holm',
+           'comparison_table', 'plot_deltas', 'temperature_scaling', 'plateau_table', 'provenance', 'teacher_ir_frame',
+           'ir_summary']
 
 # %% ../nbs/10_report.ipynb #365902df
 def history_frame(metrics: dict) -> pd.DataFrame:
@@ -82,9 +94,7 @@ def plot_history(metrics: dict):
     return fig
 
 # %% ../nbs/10_report.ipynb #2ed67f82
-def _config_order():
-    from isokd.study import CONFIGS
-    return list(CONFIGS)
+def _config_order(): return list(CONFIGS)
 
 def _finished_runs(folder):
     """`(fields naming the run, metrics)` of every finished run of a study folder.
@@ -92,10 +102,28 @@ def _finished_runs(folder):
     A run is a `<folder>/<config>/seed<k>/metrics.json`."""
     for f in sorted(Path(folder).glob('*/seed*/metrics.json')):
         m = json.loads(f.read_text())
+        if (f.parent/'posthoc.json').is_file():
+            m['posthoc'] = json.loads((f.parent/'posthoc.json').read_text())
         if m.get('finished'):
             p = m['params']
             yield dict(config=f.parent.parent.name, method=m['method'], kind=p['kind'], mixup=p.get('mixup', 'none'),
                        seed=p['seed']), m
+
+def overconfidence(bins) -> float:
+    "Mean top-1 confidence minus accuracy (points of %) from an evaluation's per-bin sums (images, confidence, correct)."
+    count, confidence, correct = (np.asarray(row, dtype=float) for row in bins)
+    return 100 * (confidence.sum() - correct.sum()) / count.sum()
+
+def _extras(m: dict) -> dict:
+    "A run's over-confidence, its temperature-scaled calibration when measured (`posthoc`), and its provenance."
+    bins = next((r['test_bins'] for r in reversed(m['history']) if 'test_bins' in r), None)
+    posthoc = m.get('posthoc', {})
+    v = m.get('versions', {})
+    return dict(overconf_last=overconfidence(bins) if bins else np.nan,
+                ece_scaled=100 * posthoc.get('test_ece_scaled', np.nan), nll_scaled=posthoc.get('test_nll_scaled', np.nan),
+                temperature=posthoc.get('temperature', np.nan), git_commit=v.get('git_commit'),
+                git_dirty=v.get('git_dirty'), source_sha256=v.get('source_sha256'), dirty_allowed=v.get('dirty_allowed'),
+                cpu=v.get('cpu'))
 
 def study_runs(folder) -> pd.DataFrame:
     """One row per finished run of a study folder, accuracies in %: the last epoch's test numbers (top-1, top-5, NLL,
@@ -109,7 +137,7 @@ def study_runs(folder) -> pd.DataFrame:
                          nll_last=m.get('test_nll_last', np.nan), ece_last=_percent(m, 'test_ece_last'),
                          val_last=_percent(m, 'val_acc_last'), val_best=_percent(m, 'val_acc_best'),
                          s_per_epoch=np.median([r['seconds'] for r in h]),
-                         img_per_s=np.median([r['images_per_s'] for r in h])))
+                         img_per_s=np.median([r['images_per_s'] for r in h]), **_extras(m)))
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -131,23 +159,6 @@ def results_table(runs: pd.DataFrame,
         if column in runs and runs[column].notna().any():
             table[column] = g[column].agg(_pm)
     return table
-
-def delta_table(runs: pd.DataFrame, metric: str = 'top1_last') -> pd.DataFrame:
-    "Each `-i`/`-p` configuration against its `-aug` baseline on `metric`, paired by seed (`wins`: the larger)."
-    from isokd.study import baseline
-    wide = runs.pivot_table(index='seed', columns='config', values=metric, observed=True)
-    rows = []
-    for c in wide.columns:
-        b = baseline(c)
-        if b is None or b not in wide.columns:
-            continue
-        pair = wide[[c, b]].dropna()
-        d = pair[c] - pair[b]
-        p = stats.ttest_rel(pair[c], pair[b]).pvalue if len(d) > 1 and d.std() > 0 else float('nan')
-        rows.append(dict(config=c, baseline=b, seeds=len(d), method=pair[c].mean(), base=pair[b].mean(), delta=d.mean(),
-                         delta_std=d.std(ddof=1) if len(d) > 1 else float('nan'), p_paired=p,
-                         wins=f"{(d > 0).sum()}/{len(d)}"))
-    return pd.DataFrame(rows).set_index('config').round(3) if rows else pd.DataFrame()
 
 # %% ../nbs/10_report.ipynb #ab0bf1cf
 def teacher_order_frame(folder) -> pd.DataFrame:
@@ -239,13 +250,18 @@ def reproduction_table(new_folder, committed_folder, seed: int = 0) -> pd.DataFr
     return pd.DataFrame(rows).set_index('config').round(2)
 
 def plot_teacher_order(order: pd.DataFrame):
-    "Kendall tau and top-2 ratio of the teacher on clean, Mixup and CutMix samples, before and after calibration."
-    long = order.melt(id_vars=['seed', 'samples', 'stage'], value_vars=['kendall_tau', 'top2_ratio'],
-                      var_name='statistic')
-    g = sns.catplot(data=long, x='samples', y='value', hue='stage', col='statistic', kind='bar', errorbar='sd',
-                    order=['clean', 'mixup', 'cutmix'], height=3.2, aspect=1.1, sharey=False)
+    "How far the teacher's scores follow the mixed label's order, before and after isotonic calibration."
+    names = {'kendall_tau': "Kendall's tau with the label's order", 'violation_rate': 'samples with a violation (%)',
+             'top2_ratio': 'a label in the top 2 (%)'}
+    percent = order.assign(violation_rate=100 * order.violation_rate, top2_ratio=100 * order.top2_ratio)
+    long = percent.melt(id_vars=['seed', 'samples', 'stage'], value_vars=list(names), var_name='statistic')
+    long['statistic'] = long.statistic.map(names)
+    long['stage'] = long.stage.map({'before': 'teacher', 'after': 'after isotonic regression'})
+    g = sns.catplot(data=long, x='samples', y='value', hue='stage', col='statistic', kind='bar', errorbar=None,
+                    order=['clean', 'mixup', 'cutmix'], col_order=list(names.values()), height=3.2, aspect=1.1,
+                    sharey=False)
     g.set_titles('{col_name}')
-    g.set_axis_labels('', '')
+    g.set_axis_labels('training images', '')
     return g
 
 def plot_curves(hist: pd.DataFrame):
@@ -259,11 +275,145 @@ def plot_curves(hist: pd.DataFrame):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return g
 
-def plot_epoch_time(runs: pd.DataFrame):
-    "Seconds per training epoch of each configuration (median over epochs, mean over seeds)."
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    sns.barplot(data=runs, x='config', y='s_per_epoch', hue='kind', errorbar='sd', ax=ax, dodge=False)
-    ax.set(xlabel='', ylabel='seconds per epoch')
-    ax.tick_params(axis='x', rotation=60)
+# %% ../nbs/10_report.ipynb
+def paired_delta(method: pd.Series, baseline: pd.Series) -> dict:
+    """`method - baseline` over the seeds both have (two series indexed by seed): the mean difference, its 95% t
+    interval, the paired t-test's p, the sign test's p, and on how many seeds the method is higher."""
+    pair = pd.concat([method, baseline], axis=1, keys=['method', 'baseline']).dropna()
+    d, n = pair.method - pair.baseline, len(pair)
+    sd = d.std(ddof=1) if n > 1 else np.nan
+    half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) if n > 1 else np.nan
+    p = stats.ttest_rel(pair.method, pair.baseline).pvalue if n > 1 and sd > 0 else np.nan
+    higher, lower = int((d > 0).sum()), int((d < 0).sum())
+    sign_p = stats.binomtest(higher, higher + lower).pvalue if higher + lower else np.nan
+    return dict(seeds=n, delta=d.mean(), ci_low=d.mean() - half, ci_high=d.mean() + half, p=p, sign_p=sign_p,
+                higher=f"{higher}/{n}")
+
+def holm(p: pd.Series) -> pd.Series:
+    "Holm's step-down adjusted p-values of one family of tests (NaN stays NaN and is not counted in the family)."
+    ranked = p.dropna().sort_values()
+    m = len(ranked)
+    adjusted = (ranked * (m - np.arange(m))).cummax().clip(upper=1.0)
+    return adjusted.reindex(p.index)
+
+# %% ../nbs/10_report.ipynb
+def comparison_table(runs: pd.DataFrame, metric: str = 'top1_last', comparisons=None) -> pd.DataFrame:
+    """Every declared comparison (default: the study's `COMPARISONS`) whose two configurations have runs, on `metric`,
+    paired by seed (`paired_delta`), with `p_holm` adjusted within its family."""
+    if comparisons is None:
+        comparisons = COMPARISONS
+    wide = runs.pivot_table(index='seed', columns='config', values=metric, observed=True)
+    rows = [dict(family=c.family, config=c.config, baseline=c.baseline, **paired_delta(wide[c.config], wide[c.baseline]))
+            for c in comparisons if {c.config, c.baseline} <= set(wide.columns)]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table['p_holm'] = table.groupby('family', group_keys=False).p.apply(holm)
+    return table.set_index(['family', 'config'])
+
+def plot_deltas(table: pd.DataFrame, unit: str = 'points of test top-1'):
+    "Each comparison's mean paired difference with its 95% interval, one row per comparison, grouped by family."
+    t = table.reset_index().iloc[::-1]
+    labels = [f"{r.config} - {r.baseline}" for r in t.itertuples()]
+    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(t) + 1))
+    colors = dict(zip(t.family.unique(), sns.color_palette(n_colors=t.family.nunique())))
+    for y, r in enumerate(t.itertuples()):
+        ax.errorbar(r.delta, y, xerr=[[r.delta - r.ci_low], [r.ci_high - r.delta]], fmt='o', capsize=3,
+                    color=colors[r.family], label=r.family)
+    ax.axvline(0, color='grey', lw=0.8, ls='--')
+    ax.set(yticks=range(len(t)), yticklabels=labels, xlabel=f"method - baseline ({unit}), mean and 95% interval")
+    handles = {label: handle for handle, label in zip(*ax.get_legend_handles_labels())}
+    ax.legend(handles.values(), handles.keys(), loc='best', fontsize='small')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/10_report.ipynb
+@torch.inference_mode()
+def _logits(model, loader, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    outputs = []
+    for x, y, _ in loader:
+        with autocast(loader.device, bf16):
+            outputs.append((model(x).float(), y))
+    return torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs])
+
+class _Tempered(torch.nn.Module):
+    "A model whose logits are divided by a temperature."
+    def __init__(self, model, temperature: float):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, x): return self.model(x) / self.temperature
+
+def temperature_scaling(folder) -> dict:
+    """Fit a temperature to a finished run's student on its validation split (minimum NLL) and evaluate it on the
+    test set: `posthoc.json` in `folder` (returned as it is when it exists)."""
+    folder = Path(folder)
+    if (folder/'posthoc.json').is_file():
+        return json.loads((folder/'posthoc.json').read_text())
+    m = json.loads((folder/'metrics.json').read_text())
+    p = {k: v for k, v in m['params'].items() if k != 'kind'}
+    data = load_data(p['dataset'], p['data_root'], p['n_train'], p['n_test'], seed=p['seed'], n_val=p['n_val'])
+    model = create_model(p['arch'], data.num_classes, data.x_train.shape[1])
+    model.load_state_dict(torch.load(folder/'model.pt', map_location='cpu', weights_only=True))
+    bf16 = bool(p['bf16'])
+    val = DeviceLoader(data.x_val, data.y_val, 1024, data.mean, data.std, channels_last=p['channels_last'])
+    test = DeviceLoader(data.x_test, data.y_test, 1024, data.mean, data.std, channels_last=p['channels_last'])
+    logits, labels = _logits(model, val, bf16)
+    fit = optimize.minimize_scalar(lambda log_t: F.cross_entropy(logits / np.exp(log_t), labels).item(),
+                                   bounds=(-3, 3), method='bounded')
+    temperature = float(np.exp(fit.x))
+    plain, scaled = evaluate(model, test, bf16), evaluate(_Tempered(model, temperature), test, bf16)
+    result = dict(temperature=temperature, test_ece=plain['test_ece'], test_ece_scaled=scaled['test_ece'],
+                  test_nll=plain['test_loss'], test_nll_scaled=scaled['test_loss'],
+                  overconfidence_scaled=overconfidence(scaled['test_bins']))
+    atomic_write_json(folder/'posthoc.json', result)
+    return result
+
+# %% ../nbs/10_report.ipynb
+def plateau_table(hist: pd.DataFrame, configs=('kd', 'kd-mixup', 'kd-cutmix')) -> pd.DataFrame:
+    "Per run of `configs`: best minus last and the last quarter's gain (points) on its own per-epoch curve."
+    rows = [dict(config=config, seed=seed, **dict(zip(('best_minus_last', 'last_quarter_gain'), plateau(g.acc))))
+            for (config, seed), g in hist[hist.config.isin(configs)].groupby(['config', 'seed'], observed=True)]
+    return pd.DataFrame(rows).set_index(['config', 'seed']).round(2) if rows else pd.DataFrame()
+
+def provenance(runs: pd.DataFrame) -> pd.DataFrame:
+    "How many runs each commit, source digest, tree state and CPU made."
+    keys = ['git_commit', 'source_sha256', 'git_dirty', 'dirty_allowed', 'cpu']
+    table = runs.assign(**{k: runs[k].astype(str).str[:12] for k in ('git_commit', 'source_sha256')})
+    return table.groupby(keys, dropna=False).size().rename('runs').reset_index()
+
+# %% ../nbs/10_report.ipynb
+@torch.inference_mode()
+def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, temperatures=(1.0, 2.0, 4.5),
+                     seed: int = 0) -> pd.DataFrame:
+    """One row per mixed sample of `n` training images under each mixing: lambda, the order class of the teacher's
+    scores, and per temperature T the KL from the teacher's soft label to the calibrated one and the entropy change."""
+    teacher.eval()
+    keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
+    loader = DeviceLoader(data.x_train[keep], data.y_train[keep], 1000, data.mean, data.std)
+    frames = []
+    for mixing in mixings:
+        mixer = Mixer(mixing, data.num_classes)
+        torch.manual_seed(seed)
+        for images, labels, _ in loader:
+            mixed, target = mixer(images, labels)
+            scores = teacher(mixed).float()
+            calibrated = isotonic_calibrate(scores, target)
+            row = dict(mixing=mixing, lam=target.amax(1).numpy(),
+                       order=np.array(ORDER_CLASSES)[order_classes(scores, target).numpy()])
+            for T in temperatures:
+                log_p, log_q = F.log_softmax(scores / T, 1), F.log_softmax(calibrated / T, 1)
+                row[f'kl_T{T:g}'] = (log_p.exp() * (log_p - log_q)).sum(1).numpy()
+                row[f'entropy_change_T{T:g}'] = ((-log_q.exp() * log_q).sum(1) - (-log_p.exp() * log_p).sum(1)).numpy()
+            frames.append(pd.DataFrame(row))
+    return pd.concat(frames, ignore_index=True)
+
+def ir_summary(frame: pd.DataFrame, lam_bins=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
+    "Per mixing and lambda bin: the share (%) of samples in each order class, and the mean KL and entropy change."
+    binned = frame.assign(lam=pd.cut(frame.lam, lam_bins, include_lowest=True))
+    g = binned.groupby(['mixing', 'lam'], observed=True)
+    shares = 100 * pd.crosstab([binned.mixing, binned.lam], binned.order, normalize='index')
+    effects = g[[c for c in frame if c.startswith(('kl_', 'entropy_'))]].mean()
+    return pd.concat([g.size().rename('samples'), shares.reindex(columns=list(ORDER_CLASSES), fill_value=0.),
+                      effects], axis=1).round(3)
