@@ -31,6 +31,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
             'isokd.core': { 'isokd.core._atomic_write': ('core.html#_atomic_write', 'isokd/core.py'),
                             'isokd.core.atomic_save': ('core.html#atomic_save', 'isokd/core.py'),
                             'isokd.core.atomic_write_json': ('core.html#atomic_write_json', 'isokd/core.py'),
+                            'isokd.core.atomic_write_text': ('core.html#atomic_write_text', 'isokd/core.py'),
                             'isokd.core.check_choice': ('core.html#check_choice', 'isokd/core.py'),
                             'isokd.core.check_int': ('core.html#check_int', 'isokd/core.py'),
                             'isokd.core.check_range': ('core.html#check_range', 'isokd/core.py'),

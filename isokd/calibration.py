@@ -321,5 +321,7 @@ def order_classes(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     lowest_label = torch.where(labelled, t, math.inf).amin(1)
     highest_foreign = torch.where(labelled, -math.inf, t).amax(1)
     foreign_above = labelled.any(1) & (highest_foreign > lowest_label)
-    swapped = ((w[:, :, None] > w[:, None, :]) & labelled[:, None, :] & (t[:, :, None] < t[:, None, :])).flatten(1).any(1)
+    # a labelled class j below a class i that the target ranks higher
+    swapped = (w[:, :, None] > w[:, None, :]) & labelled[:, None, :] & (t[:, :, None] < t[:, None, :])
+    swapped = swapped.flatten(1).any(1)
     return torch.where(foreign_above, 2, torch.where(swapped, 1, 0))

@@ -20,8 +20,8 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['seed_everything', 'epoch_seed', 'check_choice', 'check_range', 'check_int', 'get_device', 'atomic_write_json',
-           'atomic_save', 'project_root', 'resolve_path', 'data_root', 'runs_root', 'cpu_model', 'cpu_has_bf16',
-           'git_state', 'file_sha256', 'source_digest', 'versions', 'dist_info', 'log']
+           'atomic_write_text', 'atomic_save', 'project_root', 'resolve_path', 'data_root', 'runs_root', 'cpu_model',
+           'cpu_has_bf16', 'git_state', 'file_sha256', 'source_digest', 'versions', 'dist_info', 'log']
 
 # %% ../nbs/00_core.ipynb #fd7af39d
 def seed_everything(seed: int):
@@ -97,6 +97,10 @@ def atomic_write_json(path, obj, indent=1) -> Path:
     "Write `obj` as JSON to `path` atomically (temporary file + rename)."
     data = json.dumps(obj, indent=indent, allow_nan=False).encode()
     return _atomic_write(path, lambda f: f.write(data))
+
+def atomic_write_text(path, text: str) -> Path:
+    "Write `text` to `path` atomically (temporary file + rename)."
+    return _atomic_write(path, lambda f: f.write(text.encode()))
 
 def atomic_save(obj, path) -> Path:
     "`torch.save` `obj` to `path` atomically (temporary file + rename)."

@@ -103,7 +103,7 @@ class KDLoss(nn.Module):
         return LossOutput(sum(losses.values()), losses)
 
     def objective(self) -> str:
-        "The loss as a formula with its weights, e.g. '0.05 CE(z, w) + 0.95 KL_T(t, z) + 2 KL_T(IR(t), z)' (T is the temperature)."
+        "The loss with its weights, e.g. KD-i's '0.05 CE(z, w) + 0.95 KL_T(t, z) + 2 KL_T(IR(t), z)'."
         teacher = {'kd-i': 'IR(t)', 'kd-id': 't'}.get(self.method)
         replaced = teacher if teacher and self.isotonic_mode == 'replace' else 't'
         terms = [f"{1 - self.alpha:g} CE(z, w)", f"{self.alpha:g} KL_T({replaced}, z)"]

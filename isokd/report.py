@@ -28,8 +28,8 @@ from .study import CONFIGS, COMPARISONS
 __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'overconfidence', 'study_runs',
            'results_table', 'teacher_order_frame', 'study_history', 'reliability_frame', 'plot_reliability', 'plateau',
            'regime_checks', 'reproduction_table', 'plot_teacher_order', 'plot_curves', 'paired_delta', 'holm',
-           'comparison_table', 'plot_deltas', 'temperature_scaling', 'plateau_table', 'provenance', 'teacher_ir_frame',
-           'ir_summary']
+           'comparison_table', 'plot_deltas', 'verdict_lines', 'temperature_scaling', 'plateau_table', 'provenance',
+           'teacher_ir_frame', 'ir_summary']
 
 # %% ../nbs/10_report.ipynb #365902df
 def history_frame(metrics: dict) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def _finished_runs(folder):
                        seed=p['seed']), m
 
 def overconfidence(bins) -> float:
-    "Mean top-1 confidence minus accuracy (points of %) from an evaluation's per-bin sums (images, confidence, correct)."
+    "Mean top-1 confidence minus accuracy (points of %) from an evaluation's per-bin sums (count, confidence, correct)."
     count, confidence, correct = (np.asarray(row, dtype=float) for row in bins)
     return 100 * (confidence.sum() - correct.sum()) / count.sum()
 
@@ -120,10 +120,9 @@ def _extras(m: dict) -> dict:
     posthoc = m.get('posthoc', {})
     v = m.get('versions', {})
     return dict(overconf_last=overconfidence(bins) if bins else np.nan,
-                ece_scaled=100 * posthoc.get('test_ece_scaled', np.nan), nll_scaled=posthoc.get('test_nll_scaled', np.nan),
-                temperature=posthoc.get('temperature', np.nan), git_commit=v.get('git_commit'),
-                git_dirty=v.get('git_dirty'), source_sha256=v.get('source_sha256'), dirty_allowed=v.get('dirty_allowed'),
-                cpu=v.get('cpu'))
+                ece_scaled=100 * posthoc.get('test_ece_scaled', np.nan),
+                nll_scaled=posthoc.get('test_nll_scaled', np.nan), temperature=posthoc.get('temperature', np.nan),
+                **{k: v.get(k) for k in ('git_commit', 'git_dirty', 'source_sha256', 'dirty_allowed', 'cpu')})
 
 def study_runs(folder) -> pd.DataFrame:
     """One row per finished run of a study folder, accuracies in %: the last epoch's test numbers (top-1, top-5, NLL,
@@ -303,7 +302,8 @@ def comparison_table(runs: pd.DataFrame, metric: str = 'top1_last', comparisons=
     if comparisons is None:
         comparisons = COMPARISONS
     wide = runs.pivot_table(index='seed', columns='config', values=metric, observed=True)
-    rows = [dict(family=c.family, config=c.config, baseline=c.baseline, **paired_delta(wide[c.config], wide[c.baseline]))
+    rows = [dict(family=c.family, config=c.config, baseline=c.baseline,
+                 **paired_delta(wide[c.config], wide[c.baseline]))
             for c in comparisons if {c.config, c.baseline} <= set(wide.columns)]
     table = pd.DataFrame(rows)
     if table.empty:
@@ -326,6 +326,19 @@ def plot_deltas(table: pd.DataFrame, unit: str = 'points of test top-1'):
     ax.legend(handles.values(), handles.keys(), loc='best', fontsize='small')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/10_report.ipynb
+def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05) -> list[str]:
+    "One sentence per comparison of a `comparison_table`: the difference, its interval, and whether it is resolved."
+    lines = []
+    for (family, config), r in table.iterrows():
+        resolved = r.p_holm < alpha
+        direction = 'higher' if r.delta > 0 else 'lower'
+        says = (f"resolved: {config} is {direction}" if resolved else
+                "not resolved: the seeds cannot tell it from zero")
+        lines.append(f"{config} - {r.baseline} ({family}): {r.delta:+.2f} {unit}, 95% interval {r.ci_low:+.2f} to "
+                     f"{r.ci_high:+.2f}, higher on {r.higher} seeds, Holm-adjusted p = {r.p_holm:.3g}; {says}.")
+    return lines
 
 # %% ../nbs/10_report.ipynb
 @torch.inference_mode()

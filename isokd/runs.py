@@ -245,7 +245,7 @@ def _train_command(tcfg: TeacherConfig) -> str:
     return f"papermill nbs/run_teacher.ipynb out.ipynb {' '.join(changed)} -p out_dir {tcfg.path}"
 
 def shipped_teacher(tcfg: TeacherConfig) -> Path | None:
-    "The folder of a committed study's teacher (`runs/<scale>/teacher/seed<k>/`) that is the run `tcfg`, weights included."
+    "The folder of a committed study's teacher (`runs/<scale>/teacher/seed<k>/`, weights included) that is `tcfg`."
     for folder in sorted((project_root()/'runs').glob('*/teacher/seed*')):
         metrics = read_metrics(folder)
         if metrics and metrics['finished'] and metrics['identity'] == tcfg.identity() and (folder/'model.pt').is_file():

@@ -24,9 +24,9 @@ from . import slurm
 
 # %% auto #0
 __all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 'SCALES', 'ACTIONS', 'Comparison', 'baseline',
-           'Scale', 'Job', 'check_configs', 'check_teacher', 'plan', 'teacher_of', 'decide_actions', 'prepare_data',
-           'check_clean', 'default_workers', 'run_job', 'schedule', 'retrain_lines', 'summary_line', 'run_study',
-           'write_report', 'compare_line', 'main']
+           'Scale', 'Job', 'portable', 'check_configs', 'check_teacher', 'plan', 'teacher_of', 'decide_actions',
+           'prepare_data', 'check_clean', 'default_workers', 'run_job', 'schedule', 'retrain_lines', 'summary_line',
+           'run_study', 'write_report', 'compare_line', 'main']
 
 # %% ../nbs/11_study.ipynb
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
@@ -168,6 +168,10 @@ class Job:
             return 'new'
         return 'done' if m['finished'] and m['identity'] == self.run_config().identity() else 'partial'
 
+def portable(path: Path) -> str:
+    "`path` relative to the project when inside it (a clone elsewhere reads the same parameters), else absolute."
+    return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
+
 def check_configs(names) -> list[str]:
     "The configuration names, checked: an unknown one is an error listing the valid names; `readme`: the fifteen."
     names = [n.strip() for n in (names.split(',') if isinstance(names, str) else names)]
@@ -210,10 +214,6 @@ def plan(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, 
 
     def folder(name, seed):
         return base/scale/name/f'seed{seed}'
-
-    def portable(path: Path) -> str:
-        # inside the project a path is written relative to it, so that a clone elsewhere reads the same parameters
-        return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
 
     # the teacher's configuration (the scale's): what its students record of it
     teacher_config = RUN_KINDS['teacher'](**sc.teacher)
@@ -416,7 +416,7 @@ def write_report(scale: str, root=None) -> dict:
     folder = (resolve_path(root) if root else runs_root())/scale
     log, out = folder/'report.log', folder/'report.ipynb'
     cmd = [sys.executable, '-m', 'papermill', str(project_root()/'nbs'/'report.ipynb'), str(out), '-p', 'scale', scale,
-           '-p', 'root', str(folder.parent), '--cwd', str(project_root()), '--no-progress-bar']
+           '-p', 'root', portable(folder.parent), '--cwd', str(project_root()), '--no-progress-bar']
     with open(log, 'w') as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
     res = _outcome(None, 'done') if rc == 0 else _outcome(None, 'failed', f"{_last_error(log)} (log: {log})")

@@ -104,7 +104,8 @@ def test_a_failed_run_does_not_stop_the_others_and_its_students_wait(tmp_path):
     assert 'not started: teacher seed1 failed' in r.stdout and 'failed: teacher seed1, kd-cutmix seed1' in r.stdout
 
 @pytest.mark.parametrize('args, message', [
-    (('--configs', 'kd,kd-mixup-x'), "unknown configuration 'kd-mixup-x'; valid names: readme (the README's fifteen), teacher, kd,"),
+    (('--configs', 'kd,kd-mixup-x'),
+     "unknown configuration 'kd-mixup-x'; valid names: readme (the README's fifteen), teacher, kd,"),
     (('--configs', ','), "unknown configuration ''"),
     (('--seeds', 0), 'seeds=0 is not valid; it must be an integer >= 1'),
     (('--workers', 0), 'workers=0 is not valid; it must be an integer >= 1'),
