@@ -165,3 +165,31 @@ def test_teacher_without_weights_is_trained_again(tmp_path, tiny, capsys):
     (cfg.path/'model.pt').unlink()
     m = distill(out_dir=str(tmp_path/'kd'), progress=False, **(tiny | dict(epochs=1)))
     assert m['finished'] and (cfg.path/'model.pt').is_file() and 'model.pt is missing' in capsys.readouterr().out
+
+def test_each_seed_trains_on_its_own_subset(tmp_path, tiny, monkeypatch):
+    "`run` loads the training subset of the run's seed (01_data: each seed its own, stratified alike)."
+    import isokd.runs
+    seeds, load = [], isokd.runs.load_data
+    monkeypatch.setattr(isokd.runs, 'load_data', lambda *a, **k: seeds.append(k.get('seed')) or load(*a, **k))
+    distill(out_dir=str(tmp_path/'kd'), progress=False, **(tiny | dict(epochs=1, n_train=200, seed=3)))
+    assert seeds[0] == 3
+
+def test_a_committed_studys_teacher_serves_runs_without_a_teacher_path(tmp_path, tiny, monkeypatch, capsys):
+    "A teacher committed with a study (runs/<scale>/teacher/seed<k>/, weights included) is found by its identity."
+    from isokd.runs import train_teacher
+    from isokd.core import file_sha256
+    project = tmp_path/'project'
+    project.mkdir()
+    (project/'settings.ini').write_text('[DEFAULT]\nlib_name = isokd\n')
+    monkeypatch.chdir(project)
+    shipped = project/'runs'/'cpu'/'teacher'/'seed0'
+    tcfg = KDConfig(**tiny).teacher_config()
+    teacher = train_teacher(progress=False, **(dataclasses.asdict(tcfg) | dict(out_dir=str(shipped))))
+    assert teacher['model_sha256'] == file_sha256(shipped/'model.pt')
+    m = distill(out_dir=str(tmp_path/'kd'), progress=False, **(tiny | dict(epochs=1)))
+    assert "Using the committed study's teacher runs/cpu/teacher/seed0" in capsys.readouterr().out
+    assert m['teacher']['model_sha256'] == teacher['model_sha256']
+    # weights that are not the ones the teacher's metrics record are refused
+    torch.save(torch.load(shipped/'model.pt') | {'fc.bias': torch.zeros(10)}, shipped/'model.pt')
+    with pytest.raises(ValueError, match='is not the model its metrics.json records'):
+        distill(out_dir=str(tmp_path/'kd2'), progress=False, **(tiny | dict(epochs=1)))

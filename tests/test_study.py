@@ -60,7 +60,7 @@ def test_smoke_study_runs_every_job_into_its_folder_and_reports(smoke_study):
             and Path(student['teacher']['path']) == root/'smoke'/'teacher'/'seed0'/'model.pt')
     assert set(json.loads((root/'smoke'/'teacher'/'seed0'/'metrics.json').read_text())['order_profile']) == \
            {'clean', 'mixup', 'cutmix'}
-    for f in ('report.ipynb', 'results.csv', 'deltas.csv', 'teacher_order.png', 'curves.png', 'epoch_time.png'):
+    for f in ('report.ipynb', 'README.md', 'results.csv', 'teacher_order.png', 'curves.png', 'teacher_ir.csv'):
         assert (root/'smoke'/f).is_file(), f
 
 def test_a_finished_study_is_skipped_and_compares_with_itself(smoke_study):
@@ -130,6 +130,43 @@ def test_a_shared_teacher_serves_every_seed(tmp_path, monkeypatch):
     assert [j.name for j in jobs] == ['teacher seed0', 'kd-mixup seed0', 'kd-mixup seed1', 'kd-mixup seed2']
     assert {teacher_of(j, jobs).name for j in jobs[1:]} == {'teacher seed0'}
     assert {j.params['teacher_seed'] for j in jobs[1:]} == {0} and [j.params['seed'] for j in jobs[1:]] == [0, 1, 2]
+
+def test_students_distil_from_a_given_teacher_and_a_wrong_one_is_refused(smoke_study, tmp_path, monkeypatch):
+    "make run's --teacher: the students of a shared-teacher scale distil from a finished teacher; none is trained."
+    from isokd.study import Scale, run_study
+    smoke = SCALES['smoke']
+    monkeypatch.setitem(SCALES, 'shared', Scale(smoke.teacher, smoke.student, smoke.crd, shared_teacher=True))
+    teacher = smoke_study[0]/'smoke'/'teacher'/'seed0'
+    results = run_study('shared', 1, 'kd-mixup-i', tmp_path, workers=1, report=False, teacher=teacher)
+    assert [(r['job'].name, r['state']) for r in results] == [('kd-mixup-i seed0', 'done')]
+    sha = json.loads((teacher/'metrics.json').read_text())['model_sha256']
+    assert results[0]['metrics']['teacher']['model_sha256'] == sha and not (tmp_path/'shared'/'teacher').exists()
+    monkeypatch.setitem(SCALES, 'longer', Scale(smoke.teacher | dict(epochs=2), smoke.student, shared_teacher=True))
+    with pytest.raises(ValueError, match=r"differs in epochs \(1, not 2\)"):
+        plan('longer', 1, 'kd', tmp_path, teacher=teacher)
+    with pytest.raises(ValueError, match='trains a teacher per seed'):
+        plan('smoke', 1, 'kd', tmp_path, teacher=teacher)
+
+def test_a_committed_study_folder_refuses_a_dirty_tree(tmp_path, monkeypatch):
+    "A study into a folder that git does not ignore needs a clean tree, or --allow-dirty, which every run records."
+    from isokd.study import check_clean
+    (tmp_path/'settings.ini').write_text('[DEFAULT]\nlib_name = isokd\n')
+    (tmp_path/'.gitignore').write_text('runs/local/\n')
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@localhost']
+    for args in (['init', '-q'], ['add', '.'], ['commit', '-qm', 'a project']):
+        subprocess.run(git + args, cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('ISOKD_ALLOW_DIRTY', raising=False)
+    check_clean(tmp_path/'runs'/'cpu')
+    (tmp_path/'settings.ini').write_text('[DEFAULT]\nlib_name = isokd\n# changed\n')
+    with pytest.raises(ValueError, match='uncommitted changes to tracked files: commit them first'):
+        check_clean(tmp_path/'runs'/'cpu')
+    # an ignored folder (make run's runs/local/) and a folder outside the project are not checked
+    check_clean(tmp_path/'runs'/'local'/'cpu')
+    check_clean(tmp_path.parent/'elsewhere')
+    assert 'ISOKD_ALLOW_DIRTY' not in os.environ
+    check_clean(tmp_path/'runs'/'cpu', allow_dirty=True)
+    assert os.environ['ISOKD_ALLOW_DIRTY'] == '1'
 
 def test_dry_run_says_what_will_run(tmp_path):
     r = study('--scale', 'smoke', '--seeds', 2, '--configs', 'kd', '--root', tmp_path, '--dry-run')
