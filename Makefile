@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TCMALLOC := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 export LD_PRELOAD := $(TCMALLOC)
 
-.PHONY: setup run study test check docs
+.PHONY: setup run study test slurm check docs
 setup: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	bash .ci/system-packages.sh
@@ -29,7 +29,11 @@ SCALE ?= cpu
 study: setup
 	$(BIN)/python -m isokd.study --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS))
 
-test: setup check
+# what CI runs: a single-node Slurm for tests/test_slurm.py where one can start (it records why when it cannot, and those
+# tests skip with that reason), then the checks
+test: setup slurm check
+slurm:
+	bash .ci/slurm-setup.sh
 check:
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/check
 

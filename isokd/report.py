@@ -332,6 +332,9 @@ def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05
     "One sentence per comparison of a `comparison_table`: the difference, its interval, and whether it is resolved."
     lines = []
     for (family, config), r in table.iterrows():
+        if r.seeds < 2:
+            lines.append(f"{config} - {r.baseline} ({family}): {r.delta:+.2f} {unit} on one seed; no interval yet.")
+            continue
         resolved = r.p_holm < alpha
         direction = 'higher' if r.delta > 0 else 'lower'
         says = (f"resolved: {config} is {direction}" if resolved else
@@ -369,6 +372,8 @@ def temperature_scaling(folder) -> dict:
     data = load_data(p['dataset'], p['data_root'], p['n_train'], p['n_test'], seed=p['seed'], n_val=p['n_val'])
     model = create_model(p['arch'], data.num_classes, data.x_train.shape[1])
     model.load_state_dict(torch.load(folder/'model.pt', map_location='cpu', weights_only=True))
+    # the memory format the run evaluated in: the same numbers as its own evaluation
+    model = model.to(memory_format=torch.channels_last) if p['channels_last'] else model
     bf16 = bool(p['bf16'])
     val = DeviceLoader(data.x_val, data.y_val, 1024, data.mean, data.std, channels_last=p['channels_last'])
     test = DeviceLoader(data.x_test, data.y_test, 1024, data.mean, data.std, channels_last=p['channels_last'])
@@ -399,12 +404,13 @@ def provenance(runs: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/10_report.ipynb
 @torch.inference_mode()
 def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, temperatures=(1.0, 2.0, 4.5),
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, batch_size: int = 128) -> pd.DataFrame:
     """One row per mixed sample of `n` training images under each mixing: lambda, the order class of the teacher's
     scores, and per temperature T the KL from the teacher's soft label to the calibrated one and the entropy change."""
     teacher.eval()
     keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
-    loader = DeviceLoader(data.x_train[keep], data.y_train[keep], 1000, data.mean, data.std)
+    # batches of the students' size: Mixup and CutMix draw one lambda per batch
+    loader = DeviceLoader(data.x_train[keep], data.y_train[keep], batch_size, data.mean, data.std)
     frames = []
     for mixing in mixings:
         mixer = Mixer(mixing, data.num_classes)
@@ -424,9 +430,10 @@ def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, 
 
 def ir_summary(frame: pd.DataFrame, lam_bins=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
     "Per mixing and lambda bin: the share (%) of samples in each order class, and the mean KL and entropy change."
-    binned = frame.assign(lam=pd.cut(frame.lam, lam_bins, include_lowest=True))
+    labels = [f"{lo:g}-{hi:g}" for lo, hi in zip(lam_bins[:-1], lam_bins[1:])]
+    binned = frame.assign(lam=pd.cut(frame.lam, lam_bins, labels=labels, include_lowest=True))
     g = binned.groupby(['mixing', 'lam'], observed=True)
     shares = 100 * pd.crosstab([binned.mixing, binned.lam], binned.order, normalize='index')
     effects = g[[c for c in frame if c.startswith(('kl_', 'entropy_'))]].mean()
     return pd.concat([g.size().rename('samples'), shares.reindex(columns=list(ORDER_CLASSES), fill_value=0.),
-                      effects], axis=1).round(3)
+                      effects], axis=1).round(3).rename_axis(['mixing', 'lambda'])
