@@ -156,6 +156,9 @@ def _calibrate(t, w, path: str):
 
 def check_pair(scores, target, name: str = 'scores'):
     "Raise `ValueError` unless `scores` (named `name` in the message) and `target` are two [B, C] arrays of one shape."
+    if target.ndim == 1 and not target.is_floating_point():
+        raise ValueError(f"target {tuple(target.shape)} holds integer class labels; want the batch's [B, C] class "
+                         f"weights, the mixed target that Mixup or CutMix return (one-hot rows for clean images)")
     if scores.ndim != 2 or tuple(target.shape) != tuple(scores.shape):
         raise ValueError(f"{name} {tuple(scores.shape)} and target {tuple(target.shape)}: "
                          f"want two [B, C] tensors of one shape")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import ast
 import dataclasses
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, asdict
@@ -241,8 +242,10 @@ def check_names(cls, names) -> list[str]:
     "Raise `ValueError` listing the valid names unless every one of `names` is a parameter of a `cls` run."
     fields = [f.name for f in dataclasses.fields(cls)]
     if unknown := sorted(set(names) - set(fields)):
-        raise ValueError(f"unknown parameter {', '.join(map(repr, unknown))} for a {cls.kind} run; "
-                         f"valid names: {', '.join(fields)}")
+        close = {name: difflib.get_close_matches(name, fields, n=1) for name in unknown}
+        hints = [f"{name!r}: did you mean {match[0]!r}?" for name, match in close.items() if match]
+        raise ValueError(f"unknown parameter {', '.join(map(repr, unknown))} for a {cls.kind} run"
+                         + (f" ({'; '.join(hints)})" if hints else '') + f"; valid names: {', '.join(fields)}")
     return fields
 
 def from_notebook(cls, namespace: dict):

@@ -432,9 +432,16 @@ def compare_line(scale: str, root, committed) -> str:
     if table.empty:
         return f"nothing to compare: no finished runs in {new} or {resolve_path(committed)}"
     inside = int(table.within.sum())
-    return (f"seed 0 against the committed study {resolve_path(committed)} (test top-1 %, last epoch; 'within': inside "
-            f"the committed seeds' range):\n{table.to_string()}\n{inside} of {len(table)} configurations within the "
-            f"committed seeds' range")
+    lines = [f"seed 0 against the committed study {resolve_path(committed)} (test top-1 %, last epoch; 'within': "
+             f"inside the committed seeds' range):", table.to_string(),
+             f"{inside} of {len(table)} configurations within the committed seeds' range"]
+    trained, shipped = (read_metrics(folder/'teacher'/'seed0') for folder in (new, resolve_path(committed)))
+    if trained and shipped and trained.get('model_sha256') and shipped.get('model_sha256'):
+        same = trained['model_sha256'] == shipped['model_sha256']
+        lines.append("the teacher trained here has the committed teacher's weights, to the bit" if same else
+                     f"the teacher trained here differs from the committed one in its weights (sha256; here on "
+                     f"{trained['versions']['cpu']}, committed on {shipped['versions']['cpu']})")
+    return '\n'.join(lines)
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='python -m isokd.study', description=__doc__ or run_study.__doc__)

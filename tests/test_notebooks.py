@@ -27,7 +27,8 @@ def test_a_misspelt_parameter_name_is_refused_before_anything_is_written(tmp_pat
     r = papermill(nb, tmp_path/'out.ipynb', calibraton='isotonic', dataset='synthetic', out_dir=tmp_path/'run')
     assert r.returncode != 0
     kind = CONFIGS[nb].kind
-    assert f"unknown parameter 'calibraton' for a {kind} run; valid names: dataset, arch" in r.stderr + r.stdout
+    hint = '' if kind == 'teacher' else " ('calibraton': did you mean 'calibration'?)"
+    assert f"unknown parameter 'calibraton' for a {kind} run{hint}; valid names: dataset, arch" in r.stderr + r.stdout
     assert not (tmp_path/'run').exists()
 
 def test_the_projects_kernel_preloads_tcmalloc():

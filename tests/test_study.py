@@ -69,6 +69,7 @@ def test_a_finished_study_is_skipped_and_compares_with_itself(smoke_study):
     assert again.returncode == 0 and '3 finished, 0 to run' in again.stdout
     # the runs against themselves: no difference, all within the range of their one seed
     assert '3 of 3 configurations within the committed seeds' in again.stdout, again.stdout
+    assert "the teacher trained here has the committed teacher's weights, to the bit" in again.stdout
     assert set(outcome_lines(again.stdout).values()) == {'skipped'}
 
 def test_a_teacher_without_weights_is_trained_again_to_the_same_numbers(smoke_study, tmp_path):
