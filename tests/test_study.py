@@ -178,3 +178,32 @@ def test_dry_run_says_what_will_run(tmp_path):
 def test_slurm_flags_are_refused_with_the_local_executor(tmp_path):
     r = study('--scale', 'smoke', '--root', tmp_path, '--partition', 'gpu')
     assert r.returncode == 2 and 'executor' in r.stderr, r.stderr
+
+def test_reproducing_a_committed_run_changes_no_file_of_the_study(tmp_path):
+    """docs/reproducing.md's command, on a clone whose committed study lacks its teacher's weights: the teacher is
+    trained again into the teacher cache and the student into its own folder; `git status` shows the study unchanged."""
+    clone = tmp_path/'clone'
+    subprocess.run(['git', 'clone', '-q', str(ROOT), str(clone)], check=True)
+    env = dict(os.environ, ISOKD_RUNS=str(tmp_path/'cache'))
+    made = subprocess.run([sys.executable, '-m', 'isokd.study', '--scale', 'smoke', '--seeds', '1', '--configs',
+                           'kd-mixup-i', '--root', 'runs', '--no-report'], cwd=clone, capture_output=True, text=True,
+                          env=env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@localhost']
+    subprocess.run(git + ['add', 'runs/smoke'], cwd=clone, check=True)
+    subprocess.run(git + ['commit', '-qm', 'a committed study'], cwd=clone, check=True)
+    (clone/'runs'/'smoke'/'teacher'/'seed0'/'model.pt').unlink()
+
+    def status():
+        return subprocess.run(['git', 'status', '--porcelain', '--ignored', 'runs/smoke'], cwd=clone,
+                              capture_output=True, text=True).stdout
+
+    before = status()
+    r = subprocess.run([str(Path(sys.executable).parent/'papermill'), 'nbs/run_kd.ipynb', str(tmp_path/'out.ipynb'),
+                        '-f', 'runs/smoke/kd-mixup-i/seed0/parameters.json', '-p', 'out_dir', 'runs/local/kd-mixup-i',
+                        '-p', 'train_teacher_if_missing', 'True'], cwd=clone, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # no committed file changed, and no file appeared in the study (the teacher's weights above all)
+    assert status() == before and not any(line.startswith((' M', '??')) for line in before.splitlines()), status()
+    assert json.loads((clone/'runs'/'local'/'kd-mixup-i'/'metrics.json').read_text())['finished']
+    assert list((tmp_path/'cache'/'teachers').glob('*/model.pt'))
