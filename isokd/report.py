@@ -51,7 +51,8 @@ def summary(metrics: dict) -> pd.DataFrame:
                minutes=metrics['seconds_total'] / 60)
     if metrics.get('teacher'):
         row['teacher_top1'] = 100 * (metrics['teacher'].get('test_acc') or float('nan'))
-    return pd.DataFrame([row]).round(2)
+    # a column the run has no number for (no best test epoch with a validation split, say) is left out
+    return pd.DataFrame([row]).dropna(axis=1).round(2)
 
 def order_table(metrics: dict) -> pd.DataFrame | None:
     "The teacher's order statistics per epoch, before and after calibration (None for teacher runs)."
@@ -79,8 +80,8 @@ def plot_history(metrics: dict):
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.4))
     # with a validation split the test set is evaluated after the last epoch only
     split = 'val' if 'val_acc' in h else 'test'
-    sns.lineplot(data=h, x='epoch', y=f'{split}_acc', marker='o', ax=axs[0]).set(ylabel=f'{split} top-1',
-                                                                               title='accuracy')
+    sns.lineplot(x=h.epoch, y=100 * h[f'{split}_acc'], marker='o', ax=axs[0]).set(
+        ylabel=f"{'validation' if split == 'val' else 'test'} top-1 (%)", title='accuracy')
     sns.lineplot(data=losses, x='epoch', y='value', hue='loss', hue_order=names, palette=palette, marker='o',
                  ax=axs[1]).set(ylabel='training loss', title='loss and its terms')
     if len(names) > 1 and (losses.value > 0).all():
@@ -197,11 +198,16 @@ def reliability_frame(folder, configs=('kd', 'kd-mixup', 'kd-mixup-i', 'kd-mixup
     return df.assign(confidence=df.confidence / df['count'], accuracy=df.correct / df['count'])
 
 def plot_reliability(rel: pd.DataFrame):
-    "Reliability diagram: test accuracy against confidence per bin, one line per configuration."
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot([0, 1], [0, 1], color='grey', lw=0.8, ls='--')
-    sns.lineplot(data=rel, x='confidence', y='accuracy', hue='config', marker='o', ax=ax)
-    ax.set(xlabel='confidence (top-1 probability)', ylabel='accuracy', xlim=(0, 1), ylim=(0, 1))
+    "Reliability diagram: test accuracy against confidence per bin, one line per configuration, each bin's images."
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot([0, 100], [0, 100], color='grey', lw=0.8, ls='--')
+    pct = rel.assign(confidence=100 * rel.confidence, accuracy=100 * rel.accuracy)
+    sns.lineplot(data=pct, x='confidence', y='accuracy', hue='config', marker='o', ax=ax)
+    # how many test images (all seeds) each point stands for: the first configuration's, to keep the plot legible
+    for r in pct[pct.config == pct.config.iloc[0]].itertuples():
+        ax.annotate(f"{r.count:.0f}", (r.confidence, r.accuracy), textcoords='offset points', xytext=(0, -12),
+                    fontsize='x-small', ha='center', color='grey')
+    ax.set(xlabel='confidence, top-1 probability (%)', ylabel='accuracy (%)', xlim=(0, 100), ylim=(0, 100))
     fig.tight_layout()
     return fig
 
