@@ -37,7 +37,7 @@ slurm:
 check:
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/check
 
-# Executed HTML copies of the numbered notebooks (nbs/00_core ... nbs/13_slurm) and an index, in _docs/
+# Executed HTML copies of the numbered notebooks (nbs/00_core ... nbs/14_slurm) and an index, in _docs/
 # (1-2 minutes on 2 shared cores); NBS="01_data 10_report" builds only those.
 docs: setup
 	$(BIN)/python tools/build_docs.py $(NBS)

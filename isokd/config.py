@@ -116,7 +116,7 @@ CALIBRATIONS = {'none': 'kd', 'isotonic': 'kd-i', 'isotonic_appr': 'kd-p', 'iden
 @dataclass
 class KDConfig(TeacherConfig):
     "A distillation run: KD, KD-aug, KD-i or KD-p, chosen by `mixup` and `calibration`."
-    # the student, and its training set and length: the cpu scale's (11_study)
+    # the student, and its training set and length: the cpu scale's (11_plan)
     arch: str = 'resnet8'
     epochs: int = 60
     n_train: int | None = 2500

@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #5d7b6116
 from __future__ import annotations
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -109,8 +110,8 @@ def atomic_save(obj, path) -> Path:
 # %% ../nbs/00_core.ipynb #063ad29e
 def project_root() -> Path:
     "The isokd project folder (holding `settings.ini`), found from the working directory or the package."
-    import isokd
-    for d in (Path.cwd(), *Path.cwd().parents, Path(isokd.__file__).resolve().parent.parent):
+    package = Path(importlib.util.find_spec('isokd').origin).resolve().parent
+    for d in (Path.cwd(), *Path.cwd().parents, package.parent):
         ini = d/'settings.ini'
         if ini.is_file() and 'lib_name = isokd' in ini.read_text():
             return d
@@ -188,9 +189,8 @@ def versions(device=None) -> dict:
                 device_name=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else cpu_model(),
                 cuda=torch.version.cuda if torch.cuda.is_available() else None, threads=torch.get_num_threads())
     try:
-        from isokd import __version__
-        info['isokd'] = __version__
-    except ImportError:
+        info['isokd'] = importlib.metadata.version('isokd')
+    except importlib.metadata.PackageNotFoundError:
         pass
     # which code made the result, committed or not, and whether the study runner was told to accept a dirty tree
     info |= dict(source_sha256=source_digest(), dirty_allowed=os.environ.get('ISOKD_ALLOW_DIRTY') == '1')

@@ -22,7 +22,7 @@ from .models import create_model
 from .mixing import Mixer
 from .calibration import ORDER_CLASSES, isotonic_calibrate, order_classes
 from .loop import autocast, evaluate
-from .study import CONFIGS, COMPARISONS
+from .plan import CONFIGS, COMPARISONS
 
 # %% auto #0
 __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'overconfidence', 'study_runs',

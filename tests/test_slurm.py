@@ -16,9 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from isokd import slurm, study
+from isokd import plan as planning, slurm
 from isokd.launch import parse_args
-from isokd.study import plan, run_study
+from isokd.plan import plan
+from isokd.study import run_study
 from conftest import ROOT
 
 # where .ci/slurm-setup.sh writes `ok` or `unavailable: <reason>`
@@ -160,30 +161,32 @@ def test_slurm_cluster_refuses_to_submit_over_live_jobs(slurm_cluster, tmp_path)
 
 def test_torchrun_command_runs_the_same_configuration(tmp_path):
     teacher, student = plan('smoke', 1, 'kd-cutmix-p', tmp_path)
-    command = slurm.torchrun_command(student, 4)
+    command = planning.torchrun_command(student, 4)
     assert Path(command[0]).name == 'torchrun' and command[1:7] == ['--standalone', '--nproc_per_node', '4', '-m',
                                                                       'isokd.launch', 'kd']
     assert command[7::3] == ['-p'] * len(student.params) and command[8::3] == list(student.params)
     # isokd.launch reads back the configuration the papermill notebook would get
     assert parse_args(command[6:]) == student.run_config()
-    assert parse_args(slurm.torchrun_command(teacher, 2)[6:]) == teacher.run_config()
+    assert parse_args(planning.torchrun_command(teacher, 2)[6:]) == teacher.run_config()
 
 
 def test_a_slurm_job_runs_papermill_or_torchrun_and_fails_with_its_run(tmp_path, monkeypatch):
     job = plan('smoke', 1, 'teacher', tmp_path)[0]
-    calls = []
-    def fake_run_job(job, slot, threads):
-        calls.append(('papermill', slot, threads))
-        return dict(job=job, state='done', seconds=1.0, metrics={}, error=None)
-    def fake_run_torchrun(job, gpus_per_run, threads):
-        calls.append(('torchrun', gpus_per_run, threads))
-        return dict(job=job, state='failed', seconds=1.0, metrics=None, error='ValueError: boom (log: run.log)')
-    monkeypatch.setattr(study, 'run_job', fake_run_job)
-    monkeypatch.setattr(slurm, 'run_torchrun', fake_run_torchrun)
+    commands = []
+    def fake_run(command, **kwargs):
+        commands.append((Path(command[0]).name, command[1:3], kwargs['env']['OMP_NUM_THREADS']))
+        if len(commands) > 1:
+            kwargs['stdout'].write('Traceback\nValueError: boom\n')
+        return subprocess.CompletedProcess(command, 0 if len(commands) == 1 else 1)
+    # papermill writes no metrics here: the first call is made to look finished, the second fails with its log
+    monkeypatch.setattr(planning.subprocess, 'run', fake_run)
+    monkeypatch.setattr(planning, 'read_metrics', lambda folder: {'finished': True} if len(commands) == 1 else None)
     assert slurm.execute_job(job, 4, 1)['state'] == 'done'
-    with pytest.raises(RuntimeError, match=r'^ValueError: boom \(log: run.log\)$'):
+    with pytest.raises(RuntimeError, match=r'^ValueError: boom \(log: .*run.log\)$'):
         slurm.execute_job(job, 4, 2)
-    assert calls == [('papermill', 0, 4), ('torchrun', 2, 4)]
+    # one papermill process with the 4 threads; torchrun with 2 processes of 2 threads each
+    assert commands == [(Path(sys.executable).name, ['-m', 'papermill'], '4'),
+                        ('torchrun', ['--standalone', '--nproc_per_node'], '2')]
 
 
 @pytest.mark.parametrize('value, minutes', [('24:00:00', 1440), ('72:00:00', 4320), ('00:00:30', 1), ('0:10:00', 10)])

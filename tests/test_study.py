@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from isokd.study import CONFIGS, README_CONFIGS, SCALES, plan
+from isokd.plan import CONFIGS, README_CONFIGS, SCALES, plan
 from conftest import ROOT
 
 def study(*args, env=None):
@@ -124,7 +124,7 @@ def test_missing_dataset_fails_before_any_run(tmp_path):
     assert not (tmp_path/'runs').exists()
 
 def test_a_shared_teacher_serves_every_seed(tmp_path, monkeypatch):
-    from isokd.study import Scale, teacher_of
+    from isokd.plan import Scale, teacher_of
     smoke = SCALES['smoke']
     monkeypatch.setitem(SCALES, 'shared', Scale(smoke.teacher, smoke.student, smoke.crd, shared_teacher=True))
     jobs = plan('shared', seeds=3, configs='kd-mixup', root=tmp_path)
@@ -134,7 +134,8 @@ def test_a_shared_teacher_serves_every_seed(tmp_path, monkeypatch):
 
 def test_students_distil_from_a_given_teacher_and_a_wrong_one_is_refused(smoke_study, tmp_path, monkeypatch):
     "make run's --teacher: the students of a shared-teacher scale distil from a finished teacher; none is trained."
-    from isokd.study import Scale, run_study
+    from isokd.plan import Scale
+    from isokd.study import run_study
     smoke = SCALES['smoke']
     monkeypatch.setitem(SCALES, 'shared', Scale(smoke.teacher, smoke.student, smoke.crd, shared_teacher=True))
     teacher = smoke_study[0]/'smoke'/'teacher'/'seed0'
@@ -150,7 +151,7 @@ def test_students_distil_from_a_given_teacher_and_a_wrong_one_is_refused(smoke_s
 
 def test_a_committed_study_folder_refuses_a_dirty_tree(tmp_path, monkeypatch):
     "A study into a folder that git does not ignore needs a clean tree, or --allow-dirty, which every run records."
-    from isokd.study import check_clean
+    from isokd.plan import check_clean
     (tmp_path/'settings.ini').write_text('[DEFAULT]\nlib_name = isokd\n')
     (tmp_path/'.gitignore').write_text('runs/local/\n')
     git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@localhost']

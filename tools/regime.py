@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from isokd.core import project_root
-from isokd.study import SCALES, Scale, run_study
+from isokd.plan import SCALES, Scale
+from isokd.study import run_study
 
 ROOT = project_root()/'runs'/'regime'
 TEACHER = dict(dataset='fashion_mnist', arch='resnet14', epochs=15, schedule='cosine', bf16=True, n_val=5000)
