@@ -15,8 +15,9 @@ In a training loop, after Mixup or CutMix gave `images` and their soft `[B, C]` 
     out = criterion(student(images), teacher(images).detach(), target)
     out.loss.backward()
 
-`method` is 'kd' (KD, KD-aug), 'kd-i' (the teacher's logits calibrated by isotonic regression) or 'kd-p' (the
-order penalty on the student); `out.losses` names the terms.
+`method` is 'kd' (KD, KD-aug), 'kd-i' (the teacher's logits calibrated by isotonic regression), 'kd-p' (the
+order penalty on the student) or 'kd-id' (KD-i's weight control: the raw teacher in place of the calibrated one);
+`out.losses` names the terms.
 The modules (`isokd.models`, `isokd.runs`, ...) load on first use.
 """
 import importlib
@@ -35,7 +36,7 @@ __all__ = ['isotonic_calibrate', 'isotonic_penalty', 'order_stats', 'OrderStats'
            'CRDLoss', 'SUBMODULES']
 
 SUBMODULES = ('core', 'data', 'models', 'mixing', 'calibration', 'kd', 'crd', 'config', 'loop', 'runs', 'report',
-              'study', 'launch', 'slurm')
+              'plan', 'study', 'launch', 'slurm')
 
 def __getattr__(name: str):
     "`isokd.models` and the other modules, imported when first used."

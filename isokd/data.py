@@ -275,7 +275,7 @@ def register_dataset(name: str,  # the name for `load_data` and the runs' `datas
                      mean: tuple | None = None,  # per channel, 0..1 scale; None: that of the training images
                      std: tuple | None = None,  # per channel, 0..1 scale; None: that of the training images
                      pad: int | None = None,  # crop padding of the training augmentation; None: an eighth of the side
-                     to_rgb: bool = True,  # repeat grey images to the three channels the runs' models take
+                     to_rgb: bool = True,  # repeat grey images to three channels (the runs take any channel count)
                     ) -> ImageData:
     "Add your images to `DATASETS` as `name`, for `load_data` and the runs; return them as `load_data(name)` does."
     if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):

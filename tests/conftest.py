@@ -34,14 +34,14 @@ def tiny():
                 batch_size=64, device='cpu')
 
 def kd_of(student, teacher, calibration='none', isotonic_mode='add', temperature=4.5, alpha=0.95, rho=2.0):
-    "The KD distiller of a run with these parameters (`calibration` named as the runs name it)."
-    from isokd.config import CALIBRATIONS
-    from isokd.kd import KD, KDLoss
-    return KD(student, teacher,
-              KDLoss(CALIBRATIONS[calibration], temperature, alpha, rho, isotonic_mode, check_inputs=False))
+    "The KD distiller of a run with these parameters, built as `isokd.runs.run` builds it (`KDConfig.build`)."
+    from isokd.config import KDConfig
+    config = KDConfig(calibration=calibration, isotonic_mode=isotonic_mode, temperature=temperature, alpha=alpha,
+                      soft_constraint_ratio=rho, device='cpu')
+    return config.build(student, teacher, None)
 
 def crd_of(student, teacher, labels, calibration='none', isotonic_mode='add', nce_n=16384, beta=0.8):
-    "The CRD distiller of a run with these parameters."
-    from isokd.crd import CRD, CRDLoss
-    kd = kd_of(student, teacher, calibration, isotonic_mode)
-    return CRD(student, teacher, kd.loss, CRDLoss(student.feat_dim, teacher.feat_dim, labels, nce_n=nce_n), beta=beta)
+    "The CRD distiller of a run with these parameters, built as `isokd.runs.run` builds it (`CRDConfig.build`)."
+    from isokd.config import CRDConfig
+    config = CRDConfig(calibration=calibration, isotonic_mode=isotonic_mode, nce_n=nce_n, beta=beta, device='cpu')
+    return config.build(student, teacher, labels)

@@ -208,3 +208,12 @@ def test_reproducing_a_committed_run_changes_no_file_of_the_study(tmp_path):
     assert status() == before and not any(line.startswith((' M', '??')) for line in before.splitlines()), status()
     assert json.loads((clone/'runs'/'local'/'kd-mixup-i'/'metrics.json').read_text())['finished']
     assert list((tmp_path/'cache'/'teachers').glob('*/model.pt'))
+
+def test_the_cpu_scale_is_the_committed_studys():
+    "A change of a default or of the scale cannot silently change what the committed cpu study means."
+    jobs = {job.folder: job for job in plan('cpu', root=ROOT/'runs')}
+    finished = sorted((ROOT/'runs'/'cpu').glob('*/seed*/metrics.json'))
+    assert finished, 'no committed cpu study'
+    for path in finished:
+        recorded = json.loads(path.read_text())['identity']
+        assert recorded == jobs[path.parent].run_config().identity(), f"{path.parent} is no longer the plan's run"
