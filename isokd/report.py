@@ -26,8 +26,8 @@ from .plan import CONFIGS, COMPARISONS
 
 # %% auto #0
 __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'overconfidence', 'study_runs',
-           'results_table', 'teacher_order_frame', 'study_history', 'reliability_frame', 'plot_reliability', 'plateau',
-           'regime_checks', 'reproduction_table', 'plot_teacher_order', 'plot_curves', 'paired_delta', 'holm',
+           'results_table', 'teacher_order_frame', 'plot_teacher_order', 'study_history', 'plateau', 'regime_checks',
+           'plot_curves', 'reliability_frame', 'plot_reliability', 'reproduction_table', 'paired_delta', 'holm',
            'comparison_table', 'plot_deltas', 'verdict_lines', 'temperature_scaling', 'plateau_table', 'provenance',
            'teacher_ir_frame', 'ir_summary']
 
@@ -160,7 +160,7 @@ def results_table(runs: pd.DataFrame,
             table[column] = g[column].agg(_pm)
     return table
 
-# %% ../nbs/10_report.ipynb #ab0bf1cf
+# %% ../nbs/10_report.ipynb
 def teacher_order_frame(folder) -> pd.DataFrame:
     """The teachers' order statistics of a study.
 
@@ -173,6 +173,22 @@ def teacher_order_frame(folder) -> pd.DataFrame:
                 rows.append(dict(seed=m['params']['seed'], samples=samples, stage=stage, **s))
     return pd.DataFrame(rows)
 
+def plot_teacher_order(order: pd.DataFrame):
+    "How far the teacher's scores follow the mixed label's order, before and after isotonic calibration."
+    names = {'kendall_tau': "Kendall's tau with the label's order", 'violation_rate': 'samples with a violation (%)',
+             'top2_ratio': 'a label in the top 2 (%)'}
+    percent = order.assign(violation_rate=100 * order.violation_rate, top2_ratio=100 * order.top2_ratio)
+    long = percent.melt(id_vars=['seed', 'samples', 'stage'], value_vars=list(names), var_name='statistic')
+    long['statistic'] = long.statistic.map(names)
+    long['stage'] = long.stage.map({'before': 'teacher', 'after': 'after isotonic regression'})
+    g = sns.catplot(data=long, x='samples', y='value', hue='stage', col='statistic', kind='bar', errorbar=None,
+                    order=['clean', 'mixup', 'cutmix'], col_order=list(names.values()), height=3.2, aspect=1.1,
+                    sharey=False)
+    g.set_titles('{col_name}')
+    g.set_axis_labels('training images', '')
+    return g
+
+# %% ../nbs/10_report.ipynb
 def study_history(folder) -> pd.DataFrame:
     "One row per epoch of every finished run of a study: top-1 (%) on the split evaluated every epoch, and seconds."
     def per_epoch(r):
@@ -181,6 +197,43 @@ def study_history(folder) -> pd.DataFrame:
                               split='validation' if 'val_acc' in r else 'test')
                          for run, m in _finished_runs(folder) for r in m['history']])
 
+def plateau(curve: pd.Series) -> tuple[float, float]:
+    "Of a per-epoch accuracy curve: best minus last, and the gain over its last quarter of epochs (NaN when empty)."
+    if not len(curve):
+        return np.nan, np.nan
+    quarter = curve.iloc[-max(1, len(curve) // 4) - 1:]
+    return curve.max() - curve.iloc[-1], quarter.iloc[-1] - quarter.iloc[0]
+
+def regime_checks(runs: pd.DataFrame, hist: pd.DataFrame, teacher_min: float = 91.0) -> pd.DataFrame:
+    """The three conditions of a study in the paper's regime: a strong teacher (mean top-1 >= `teacher_min`), `kd`
+    trained to a plateau (per-epoch curve: last within 0.5 points of its best; the last quarter gains < 1 point), and
+    mixing that helps plain KD (`kd-mixup` and `kd-cutmix` mean top-1 >= `kd`'s)."""
+    mean = runs.groupby('config', observed=True).top1_last.mean()
+    curve = hist[hist.config == 'kd'].groupby('epoch').acc.mean() if len(hist) else pd.Series(dtype=float)
+    # a study without `kd` (a subset of the configurations) cannot say: NaN, which holds nothing
+    best_minus_last, quarter_gain = plateau(curve)
+    rows = [dict(condition=f'teacher top-1 >= {teacher_min}', value=mean.get('teacher', np.nan),
+                 holds=mean.get('teacher', np.nan) >= teacher_min),
+            dict(condition='kd: best - last epoch (points) <= 0.5', value=best_minus_last,
+                 holds=best_minus_last <= 0.5),
+            dict(condition='kd: gain over the last quarter of epochs < 1', value=quarter_gain, holds=quarter_gain < 1)]
+    for mixed in ('kd-mixup', 'kd-cutmix'):
+        gain = mean.get(mixed, np.nan) - mean.get('kd', np.nan)
+        rows.append(dict(condition=f'{mixed} - kd (points) >= 0', value=gain, holds=gain >= 0))
+    return pd.DataFrame(rows).set_index('condition').round(3)
+
+def plot_curves(hist: pd.DataFrame):
+    "Top-1 per epoch of every student configuration (mean over seeds), one panel per distiller and mixing."
+    s = hist[hist.kind != 'teacher']
+    g = sns.relplot(data=s, x='epoch', y='acc', hue='method', col='mixup', row='kind', kind='line', marker='o',
+                    errorbar=None, height=2.8, aspect=1.2, col_order=['none', 'mixup', 'cutmix'])
+    g.set_titles('{row_name}, {col_name}')
+    g.set_axis_labels('epoch', f"{s.split.iloc[0]} top-1 (%)")
+    for ax in g.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return g
+
+# %% ../nbs/10_report.ipynb
 def reliability_frame(folder, configs=('kd', 'kd-mixup', 'kd-mixup-i', 'kd-mixup-p')) -> pd.DataFrame:
     "Per configuration and confidence bin: images, mean confidence and accuracy on the test set, over all seeds."
     rows = []
@@ -211,31 +264,7 @@ def plot_reliability(rel: pd.DataFrame):
     fig.tight_layout()
     return fig
 
-def plateau(curve: pd.Series) -> tuple[float, float]:
-    "Of a per-epoch accuracy curve: best minus last, and the gain over its last quarter of epochs (NaN when empty)."
-    if not len(curve):
-        return np.nan, np.nan
-    quarter = curve.iloc[-max(1, len(curve) // 4) - 1:]
-    return curve.max() - curve.iloc[-1], quarter.iloc[-1] - quarter.iloc[0]
-
-def regime_checks(runs: pd.DataFrame, hist: pd.DataFrame, teacher_min: float = 91.0) -> pd.DataFrame:
-    """The three conditions of a study in the paper's regime: a strong teacher (mean top-1 >= `teacher_min`), `kd`
-    trained to a plateau (per-epoch curve: last within 0.5 points of its best; the last quarter gains < 1 point), and
-    mixing that helps plain KD (`kd-mixup` and `kd-cutmix` mean top-1 >= `kd`'s)."""
-    mean = runs.groupby('config', observed=True).top1_last.mean()
-    curve = hist[hist.config == 'kd'].groupby('epoch').acc.mean() if len(hist) else pd.Series(dtype=float)
-    # a study without `kd` (a subset of the configurations) cannot say: NaN, which holds nothing
-    best_minus_last, quarter_gain = plateau(curve)
-    rows = [dict(condition=f'teacher top-1 >= {teacher_min}', value=mean.get('teacher', np.nan),
-                 holds=mean.get('teacher', np.nan) >= teacher_min),
-            dict(condition='kd: best - last epoch (points) <= 0.5', value=best_minus_last,
-                 holds=best_minus_last <= 0.5),
-            dict(condition='kd: gain over the last quarter of epochs < 1', value=quarter_gain, holds=quarter_gain < 1)]
-    for mixed in ('kd-mixup', 'kd-cutmix'):
-        gain = mean.get(mixed, np.nan) - mean.get('kd', np.nan)
-        rows.append(dict(condition=f'{mixed} - kd (points) >= 0', value=gain, holds=gain >= 0))
-    return pd.DataFrame(rows).set_index('condition').round(3)
-
+# %% ../nbs/10_report.ipynb
 def reproduction_table(new_folder, committed_folder, seed: int = 0) -> pd.DataFrame:
     """A new run of a study's seed (`make run`) against the committed study, per configuration: the difference from
     the committed run of that seed, and whether the new top-1 lies within the committed seeds' range."""
@@ -253,32 +282,6 @@ def reproduction_table(new_folder, committed_folder, seed: int = 0) -> pd.DataFr
                          committed_max=runs.top1_last.max(),
                          within=bool(runs.top1_last.min() <= mine <= runs.top1_last.max())))
     return pd.DataFrame(rows).set_index('config').round(2)
-
-def plot_teacher_order(order: pd.DataFrame):
-    "How far the teacher's scores follow the mixed label's order, before and after isotonic calibration."
-    names = {'kendall_tau': "Kendall's tau with the label's order", 'violation_rate': 'samples with a violation (%)',
-             'top2_ratio': 'a label in the top 2 (%)'}
-    percent = order.assign(violation_rate=100 * order.violation_rate, top2_ratio=100 * order.top2_ratio)
-    long = percent.melt(id_vars=['seed', 'samples', 'stage'], value_vars=list(names), var_name='statistic')
-    long['statistic'] = long.statistic.map(names)
-    long['stage'] = long.stage.map({'before': 'teacher', 'after': 'after isotonic regression'})
-    g = sns.catplot(data=long, x='samples', y='value', hue='stage', col='statistic', kind='bar', errorbar=None,
-                    order=['clean', 'mixup', 'cutmix'], col_order=list(names.values()), height=3.2, aspect=1.1,
-                    sharey=False)
-    g.set_titles('{col_name}')
-    g.set_axis_labels('training images', '')
-    return g
-
-def plot_curves(hist: pd.DataFrame):
-    "Top-1 per epoch of every student configuration (mean over seeds), one panel per distiller and mixing."
-    s = hist[hist.kind != 'teacher']
-    g = sns.relplot(data=s, x='epoch', y='acc', hue='method', col='mixup', row='kind', kind='line', marker='o',
-                    errorbar=None, height=2.8, aspect=1.2, col_order=['none', 'mixup', 'cutmix'])
-    g.set_titles('{row_name}, {col_name}')
-    g.set_axis_labels('epoch', f"{s.split.iloc[0]} top-1 (%)")
-    for ax in g.axes.flat:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return g
 
 # %% ../nbs/10_report.ipynb
 def paired_delta(method: pd.Series, baseline: pd.Series) -> dict:
