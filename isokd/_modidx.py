@@ -109,6 +109,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                           'isokd.kd.KDLoss.forward': ('kd.html#kdloss.forward', 'isokd/kd.py'),
                           'isokd.kd.KDLoss.objective': ('kd.html#kdloss.objective', 'isokd/kd.py'),
                           'isokd.kd.LossOutput': ('kd.html#lossoutput', 'isokd/kd.py'),
+                          'isokd.kd.Method': ('kd.html#method', 'isokd/kd.py'),
                           'isokd.kd.StepOutput': ('kd.html#stepoutput', 'isokd/kd.py'),
                           'isokd.kd._soft_target': ('kd.html#_soft_target', 'isokd/kd.py'),
                           'isokd.kd.check_kd_inputs': ('kd.html#check_kd_inputs', 'isokd/kd.py'),

@@ -20,7 +20,7 @@ from .data import DATASETS, VALIDATION_SPLITS
 from .models import MODELS
 from .mixing import MIXUPS
 from .loop import SCHEDULE_KINDS
-from .kd import TEMPERATURE, ALPHA, RHO, CE, KD, KDLoss, check_kd_params
+from .kd import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, CE, KD, KDLoss, check_kd_params
 from .crd import BETA, FEAT_DIM, NCE_T, NCE_M, CRD, CRDLoss, check_crd_params, check_nce_n
 
 # %% auto #0
@@ -110,8 +110,8 @@ class TeacherConfig:
         return CE(student)
 
 # %% ../nbs/07_config.ipynb #8e4e4366
-# the authors' flag values (and 'identity', KD-i's weight control) -> the method of `KDLoss`
-CALIBRATIONS = {'none': 'kd', 'isotonic': 'kd-i', 'isotonic_appr': 'kd-p', 'identity': 'kd-id'}
+# the `calibration` values (the authors' flags, and 'identity' for KD-i's weight control) -> the method (`05_kd`)
+CALIBRATIONS = {m.calibration: m for m in METHOD_TABLE}
 
 @dataclass
 class KDConfig(TeacherConfig):
@@ -164,9 +164,7 @@ class KDConfig(TeacherConfig):
     @property
     def method(self) -> str:
         "The paper's name of the method: KD, KD-aug, KD-i or KD-p (or KD-id, KD-i's weight control)."
-        if self.calibration == 'none':
-            return 'KD' if self.mixup == 'none' else 'KD-aug'
-        return 'KD' + CALIBRATIONS[self.calibration][2:]
+        return 'KD' if self.mixup == 'none' else CALIBRATIONS[self.calibration].name
 
     def default_out_dir(self) -> Path:
         calibration = self.calibration
@@ -177,7 +175,7 @@ class KDConfig(TeacherConfig):
 
     def kd_loss(self) -> KDLoss:
         "The run's `KDLoss` (its inputs come from `Mixer`, so the loss does not re-check their values)."
-        return KDLoss(CALIBRATIONS[self.calibration], self.temperature, self.alpha, self.soft_constraint_ratio,
+        return KDLoss(CALIBRATIONS[self.calibration].key, self.temperature, self.alpha, self.soft_constraint_ratio,
                       self.isotonic_mode, check_inputs=False)
 
     def objective(self) -> str:

@@ -14,8 +14,8 @@ from .core import check_choice, check_range
 from .calibration import check_pair, isotonic_calibrate, isotonic_penalty
 
 # %% auto #0
-__all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHODS', 'TEACHER_TARGETS', 'EXTRA_TERMS', 'ISOTONIC_MODES', 'kd_div',
-           'check_kd_params', 'LossOutput', 'check_kd_inputs', 'KDLoss', 'StepOutput', 'CE', 'KD']
+__all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHOD_TABLE', 'METHODS', 'EXTRA_TERMS', 'TEACHER_TARGETS', 'ISOTONIC_MODES', 'kd_div',
+           'Method', 'check_kd_params', 'LossOutput', 'check_kd_inputs', 'KDLoss', 'StepOutput', 'CE', 'KD']
 
 # %% ../nbs/05_kd.ipynb #5222a8f8
 def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -27,11 +27,29 @@ def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
 
 # %% ../nbs/05_kd.ipynb #59c0afdd
 TEMPERATURE, ALPHA, RHO = 4.5, 0.95, 2.0
-METHODS = ('kd', 'kd-i', 'kd-id', 'kd-p')
+
+class Method(NamedTuple):
+    "One method of the family, by every name it has."
+    # `KDLoss`'s method
+    key: str
+    # the paper's name (with mixed images; plain KD when there is no mixing), 'CRD' for 'KD' in CRD runs
+    name: str
+    # the value of the runs' `calibration` parameter (the authors' flag values, and 'identity' for the control)
+    calibration: str
+    # the suffix of a study configuration's name (`kd-mixup-i`)
+    suffix: str
+    # the name of the term it adds to KD-aug's losses
+    term: str | None
+
+# the one table of the method family's names
+METHOD_TABLE = (Method('kd', 'KD-aug', 'none', '', None),
+                Method('kd-i', 'KD-i', 'isotonic', '-i', 'iso'),
+                Method('kd-p', 'KD-p', 'isotonic_appr', '-p', 'penalty'),
+                Method('kd-id', 'KD-id', 'identity', '-id', 'id'))
+METHODS = tuple(m.key for m in METHOD_TABLE)
+EXTRA_TERMS = {m.key: m.term for m in METHOD_TABLE if m.term}
 # what the order terms of KD-i and of its weight control KD-id distil from: IR(t), and t itself
 TEACHER_TARGETS = {'kd-i': isotonic_calibrate, 'kd-id': lambda teacher_logits, target: teacher_logits}
-# the name of each method's extra term in `add` mode
-EXTRA_TERMS = {'kd-i': 'iso', 'kd-id': 'id', 'kd-p': 'penalty'}
 ISOTONIC_MODES = ('add', 'replace')
 
 def check_kd_params(temperature, alpha, rho, isotonic_mode, rho_name: str = 'rho'):

@@ -13,7 +13,8 @@ from time import perf_counter
 
 from .core import atomic_write_json, check_int, git_state, project_root, resolve_path, runs_root
 from .data import load_data
-from .config import RUN_KINDS
+from .config import CALIBRATIONS, RUN_KINDS
+from .kd import METHOD_TABLE
 from .crd import NCE_N
 from .runs import read_metrics
 
@@ -25,7 +26,8 @@ __all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 
 
 # %% ../nbs/11_plan.ipynb
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
-SUFFIXES = {'': 'none', '-i': 'isotonic', '-p': 'isotonic_appr'}
+# the README's methods: KD-aug, KD-i, KD-p (05_kd's table)
+SUFFIXES = {m.suffix: m.calibration for m in METHOD_TABLE if m.key in ('kd', 'kd-i', 'kd-p')}
 
 def _readme_configs():
     yield 'teacher', dict(kind='teacher')
@@ -41,7 +43,7 @@ def _controls():
     for kind in ('kd', 'crd'):
         for mix in ('mixup', 'cutmix'):
             yield f'{kind}-{mix}-i-replace', dict(kind=kind, mixup=mix, calibration='isotonic', isotonic_mode='replace')
-            yield f'{kind}-{mix}-id', dict(kind=kind, mixup=mix, calibration='identity')
+            yield f'{kind}-{mix}{CALIBRATIONS["identity"].suffix}', dict(kind=kind, mixup=mix, calibration='identity')
 
 CONFIGS: dict[str, dict] = README_CONFIGS | dict(_controls())
 
