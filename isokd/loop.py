@@ -129,7 +129,7 @@ def evaluate(model, loader, bf16=False) -> dict:
     top1, top5 = (correct / n).tolist()
     ece = ((bins[2] - bins[1]).abs().sum() / n).item()
     # the per-bin sums, for a reliability diagram (10_report)
-    return dict(test_acc=top1, test_top5=top5, test_loss=loss.item() / n, test_ece=ece, test_bins=bins.tolist())
+    return dict(acc=top1, top5=top5, loss=loss.item() / n, ece=ece, bins=bins.tolist())
 
 # %% ../nbs/08_loop.ipynb #8f7ce3e1
 def check_batch_split(batch_size: int, world: int):

@@ -391,9 +391,9 @@ def temperature_scaling(folder) -> dict:
                                    bounds=(-3, 3), method='bounded')
     temperature = float(np.exp(fit.x))
     plain, scaled = evaluate(model, test, bf16), evaluate(_Tempered(model, temperature), test, bf16)
-    result = dict(temperature=temperature, test_ece=plain['test_ece'], test_ece_scaled=scaled['test_ece'],
-                  test_nll=plain['test_loss'], test_nll_scaled=scaled['test_loss'],
-                  overconfidence_scaled=overconfidence(scaled['test_bins']))
+    result = dict(temperature=temperature, test_ece=plain['ece'], test_ece_scaled=scaled['ece'],
+                  test_nll=plain['loss'], test_nll_scaled=scaled['loss'],
+                  overconfidence_scaled=overconfidence(scaled['bins']))
     atomic_write_json(folder/'posthoc.json', result)
     return result
 

@@ -141,16 +141,17 @@ def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress
     if (out_dir/'checkpoint.pt').is_file():
         start, metrics['history'] = _resume(distiller, opt, sched, out_dir/'checkpoint.pt')
         log(f"Resuming {out_dir} after epoch {start} of {cfg.epochs}")
-    metrics['student_params'] = sum(p.numel() for p in distiller.student.parameters())
+    # the trained model's size (a teacher's own, a student's)
+    metrics['model_params'] = sum(p.numel() for p in distiller.student.parameters())
     for epoch in range(start, cfg.epochs):
         lr = opt.param_groups[0]['lr']
         record = train_epoch(model, train_dl, mixer, opt, sched, epoch, cfg.seed, bf16, progress)
         record |= dict(images_per_s=len(data.y_train) / record['seconds'])
         # with a validation split, the test set is evaluated once, after the last epoch
         if val_dl is not None:
-            record |= {k.replace('test_', 'val_'): v for k, v in evaluate(distiller.student, val_dl, bf16).items()}
+            record |= {f'val_{k}': v for k, v in evaluate(distiller.student, val_dl, bf16).items()}
         if val_dl is None or epoch + 1 == cfg.epochs:
-            record |= evaluate(distiller.student, test_dl, bf16)
+            record |= {f'test_{k}': v for k, v in evaluate(distiller.student, test_dl, bf16).items()}
         metrics['history'].append(dict(epoch=epoch + 1, lr=lr) | record)
         if rank == 0:
             _save_epoch(distiller, opt, sched, metrics, out_dir)
