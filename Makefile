@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TCMALLOC := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 export LD_PRELOAD := $(TCMALLOC)
 
-.PHONY: setup run study test slurm check docs
+.PHONY: setup run study test slurm check docs lab
 setup: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	bash .ci/system-packages.sh
@@ -36,6 +36,11 @@ slurm:
 	bash .ci/slurm-setup.sh
 check:
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/check
+
+# JupyterLab on nbs/ with the project's kernel (the environment's Python, with tcmalloc): read and run the notebooks.
+# LAB_ARGS passes options through (--no-browser --port 8899, say).
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Executed HTML copies of the numbered notebooks (nbs/00_core ... nbs/14_slurm) and an index, in _docs/
 # (1-2 minutes on 2 shared cores); NBS="01_data 10_report" builds only those.
