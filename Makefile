@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TCMALLOC := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 export LD_PRELOAD := $(TCMALLOC)
 
-.PHONY: setup run study test slurm check docs lab
+.PHONY: setup run study test slurm chromium check docs lab
 setup: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	bash .ci/system-packages.sh
@@ -30,10 +30,12 @@ study: setup
 	$(BIN)/python -m isokd.study --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS))
 
 # what CI runs: a single-node Slurm for tests/test_slurm.py where one can start (it records why when it cannot, and those
-# tests skip with that reason), then the checks
-test: setup slurm check
+# tests skip with that reason), Chromium for tests/test_site.py, then the checks
+test: setup slurm chromium check
 slurm:
 	bash .ci/slurm-setup.sh
+chromium:
+	bash .ci/chromium.sh
 check:
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/check
 
@@ -42,7 +44,8 @@ check:
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-# Executed HTML copies of the numbered notebooks (nbs/00_core ... nbs/14_slurm) and an index, in _docs/
-# (1-2 minutes on 2 shared cores); NBS="01_data 10_report" builds only those.
+# The documentation site in _docs/ (mkdocs, Material theme: navigation and search): the README, docs/, the committed
+# studies' pages and the executed library notebooks nbs/00_core ... nbs/14_slurm; NBS="01_data 10_report" builds only
+# those. Open _docs/index.html, or serve it: python -m http.server -d _docs
 docs: setup
 	$(BIN)/python tools/build_docs.py $(NBS)

@@ -1,4 +1,4 @@
-"`make docs` (tools/build_docs.py): executed HTML pages of notebooks, with their figures, and an index."
+"`make docs` (tools/build_docs.py): the site of executed notebooks, with their figures, and a list of them."
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +33,7 @@ def test_pages_are_executed_with_figures_and_indexed(tmp_path):
     out = tmp_path/'docs'
     r = build_docs(probe, '01_data', '--out', out)
     assert r.returncode == 0, r.stdout + r.stderr
-    page = (out/'99_probe.html').read_text()
+    page = (out/'notebooks'/'99_probe.html').read_text()
     # outputs of the run: the printed answer, the scratch runs folder and working copy, the figure
     assert 'answer 42' in page
     runs = page.split('runs in ')[1].split('\n')[0].strip()
@@ -44,10 +44,12 @@ def test_pages_are_executed_with_figures_and_indexed(tmp_path):
     assert 'SLOW-CELL-RAN' not in page and "'-CELL-RAN'" in page
     assert 'HIDDEN' not in page
     # a library notebook, executed: the repr of the dataset its demonstration registers
-    assert "ImageData('random16', train=(30, 3, 16, 16)" in (out/'01_data.html').read_text()
-    index = (out/'index.html').read_text()
-    assert '<a href="99_probe.html">Probe</a>' in index and 'What the docs build does to a notebook.' in index
-    assert '<a href="01_data.html">Data</a>' in index
+    assert "ImageData('random16', train=(30, 3, 16, 16)" in (out/'notebooks'/'01_data.html').read_text()
+    listing = (out/'notebooks'/'index.html').read_text()
+    assert '<a href="99_probe.html">Probe</a>' in listing and 'What the docs build does to a notebook.' in listing
+    assert '<a href="01_data.html">Data</a>' in listing
+    # the home page is the README, the pages of docs/ are there
+    assert 'In your own training loop' in (out/'index.html').read_text() and (out/'docs'/'methods.html').is_file()
     assert not (ROOT/'nbs'/'99_probe.ipynb').exists()
 
 
@@ -59,10 +61,10 @@ def test_failures_are_reported(tmp_path):
     assert r.returncode == 1
     assert 'ValueError: a broken notebook' in r.stdout
     assert 'TimeoutError: the notebook did not finish within 3 s' in r.stdout
-    index = (out/'index.html').read_text()
-    assert index.count('(failed: ') == 2
+    listing = (out/'notebooks'/'index.html').read_text()
+    assert listing.count('(failed: ') == 2
     # the page shows how far the notebook got
-    assert 'a broken notebook' in (out/'97_broken.html').read_text()
+    assert 'a broken notebook' in (out/'notebooks'/'97_broken.html').read_text()
 
 
 def test_unknown_notebook(tmp_path):

@@ -1,4 +1,5 @@
-"""Executed HTML copies of the numbered library notebooks (nbs/00_core.ipynb, nbs/01_data.ipynb, ...) in _docs/.
+"""The documentation site in _docs/: the library notebooks, executed, beside the project's pages, built by mkdocs
+(the Material theme, with navigation and search; mkdocs-jupyter renders the notebooks).
 
     python tools/build_docs.py [NOTEBOOK ...] [--out _docs] [--timeout 300] [--jobs 2]
 
@@ -7,13 +8,16 @@ With no NOTEBOOK, every numbered notebook of nbs/ is built; a NOTEBOOK is a path
 working copy of nbs/ (nothing it writes lands in the project), with ISOKD_RUNS pointed at a temporary folder (no run
 lands in runs/), and under a deadline of --timeout seconds for the whole notebook. Cells that `nbdev_test` skips (one
 of the `tst_flags` of settings.ini, such as `#| slow` or `#| slurm`, or `#| eval: false`) are shown but not run;
-`#| hide` cells run but are not shown. Figures are embedded in the HTML. `index.html` lists the notebooks with their
-title and summary line. The exit status is 1 if a notebook failed (its page then shows the error).
+`#| hide` cells run but are not shown. The site's home page is README.md; it holds the pages of docs/, the committed
+studies' pages (runs/<scale>/README.md and their figures) and a page per notebook, with figures embedded, and a list
+of the notebooks with their title and summary line. The exit status is 1 if a notebook failed (its page then shows the
+error) or mkdocs did.
 """
 import argparse
 import configparser
-import html
+import json
 import os
+import subprocess
 import re
 import shutil
 import sys
@@ -25,7 +29,6 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
@@ -121,54 +124,51 @@ def title_and_summary(nb, fallback: str) -> tuple[str, str]:
     return title, summary
 
 
-def build(path: Path, workdir: Path, out: Path, timeout: float, flags: set[str], env: dict) -> dict:
-    "Execute the working copy of `path` and write its HTML page; what the index says of it (`error`: None if ok)."
+def build(path: Path, workdir: Path, pages: Path, timeout: float, flags: set[str], env: dict) -> dict:
+    "Execute the working copy of `path` into `pages`, for reading; what the list of notebooks says of it."
     start = time.monotonic()
     nb = nbformat.read(workdir/path.name, as_version=4)
     mark_skipped(nb, flags)
     error = execute(nb, workdir, timeout, env)
     title, summary = title_and_summary(nb, path.stem)
-    body, _ = HTMLExporter().from_notebook_node(for_reading(nb), resources={'metadata': {'name': title}})
-    page = out/f'{path.stem}.html'
-    page.write_text(body, encoding='utf-8')
+    page = pages/path.name
+    nbformat.write(for_reading(nb), page)
     seconds = time.monotonic() - start
     print(f"{path.name:<24} {seconds:6.1f} s  {'FAILED: ' + error if error else 'ok'}", flush=True)
     return dict(page=page.name, title=title, summary=summary, error=error, seconds=seconds)
 
 
-def index_entries(out: Path, built: list[dict]) -> list[dict]:
-    "The pages of this build, and those an earlier build left for the other numbered notebooks, in notebook order."
-    by_page = {e['page']: e for e in built}
-    for path in numbered_notebooks():
-        page = f'{path.stem}.html'
-        if page not in by_page and (out/page).is_file():
-            title, summary = title_and_summary(nbformat.read(path, as_version=4), path.stem)
-            by_page[page] = dict(page=page, title=title, summary=summary, error=None, seconds=None)
-    return sorted(by_page.values(), key=lambda e: e['page'])
+def stage_pages(site: Path):
+    "README.md as the home page, the pages of docs/, and each committed study's page with its figures."
+    shutil.copy(ROOT/'README.md', site/'index.md')
+    shutil.copytree(ROOT/'docs', site/'docs')
+    for page in sorted(ROOT.glob('runs/*/README.md')):
+        folder = site/page.parent.relative_to(ROOT)
+        folder.mkdir(parents=True)
+        for file in (page, *page.parent.glob('*.png')):
+            shutil.copy(file, folder/file.name)
 
 
-def write_index(out: Path, entries: list[dict]):
-    "index.html: each notebook's title, linked to its page, and its summary line."
-    rows = []
-    for e in entries:
-        failed = f' <strong>(failed: {html.escape(e["error"])})</strong>' if e['error'] else ''
-        rows.append(f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>{failed}'
-                    f'<br><span class="summary">{html.escape(e["summary"])}</span></li>')
+def write_notebook_list(pages: Path, entries: list[dict]):
+    "notebooks/index.md: each notebook's title, linked to its page, its summary line, and its failure if it failed."
+    rows = [f"- [{e['title']}]({e['page']}){' (failed: ' + e['error'] + ')' if e['error'] else ''}: {e['summary']}"
+            for e in entries]
     when = time.strftime('%Y-%m-%d %H:%M %Z')
-    (out/'index.html').write_text(f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>isokd</title>
-<style>body {{font-family: sans-serif; max-width: 52em; margin: 2em auto; line-height: 1.5}}
-li {{margin-bottom: 0.8em}} .summary {{color: #444}}</style></head>
-<body>
-<h1>isokd</h1>
-<p>The library notebooks, executed on {html.escape(when)}.</p>
-<ol>
-{chr(10).join(rows)}
-</ol>
-</body>
-</html>
-""", encoding='utf-8')
+    head = f"# Notebooks\n\nThe library notebooks, executed on {when}.\n\n"
+    (pages/'index.md').write_text(head + '\n'.join(rows) + '\n')
+
+
+def mkdocs_config(site: Path, out: Path, entries: list[dict]) -> dict:
+    "The site: home, study pages, the pages of docs/, the notebooks; Material without fonts or scripts from the web."
+    titles = {p.stem: p.read_text().split('\n', 1)[0].lstrip('# ').strip() for p in sorted((site/'docs').glob('*.md'))}
+    studies = [{f"The {p.parent.name} study": str(p.relative_to(site))} for p in sorted(site.glob('runs/*/README.md'))]
+    return dict(site_name='isokd', docs_dir=str(site), site_dir=str(out), use_directory_urls=False,
+                theme=dict(name='material', font=False, features=['navigation.sections', 'search.highlight']),
+                plugins=['search', {'mkdocs-jupyter': dict(execute=False, include_source=True,
+                                                           include_requirejs=False)}],
+                nav=[{'Home': 'index.md'}, *studies,
+                     {'Pages': [{title: f'docs/{stem}.md'} for stem, title in titles.items()]},
+                     {'Notebooks': ['notebooks/index.md', *({e['title']: f"notebooks/{e['page']}"} for e in entries)]}])
 
 
 def main(argv=None) -> int:
@@ -180,8 +180,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     notebooks = [find_notebook(n) for n in args.notebooks] or numbered_notebooks()
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix='isokd-docs-'))
+    site, pages = scratch/'site', scratch/'site'/'notebooks'
+    pages.mkdir(parents=True)
     try:
         workdir = scratch/'nbs'
         shutil.copytree(NBS, workdir, ignore=shutil.ignore_patterns('.ipynb_checkpoints', '__pycache__'))
@@ -196,14 +197,22 @@ def main(argv=None) -> int:
         flags = skipped_flags()
         start = time.monotonic()
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            entries = list(pool.map(lambda p: build(p, workdir, out, args.timeout, flags, env), notebooks))
+            entries = list(pool.map(lambda p: build(p, workdir, pages, args.timeout, flags, env), notebooks))
+        stage_pages(site)
+        write_notebook_list(pages, entries)
+        config = scratch/'mkdocs.yml'
+        # JSON is YAML: no YAML writer needed
+        config.write_text(json.dumps(mkdocs_config(site, out, entries), indent=1))
+        made = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--quiet', '-f', str(config)],
+                              capture_output=True, text=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    write_index(out, index_entries(out, entries))
     failed = [e['page'] for e in entries if e['error']]
-    print(f"{len(entries)} notebooks in {time.monotonic() - start:.0f} s into {out}"
+    if made.returncode:
+        print(f"mkdocs failed:\n{made.stdout}{made.stderr}")
+    print(f"{len(entries)} notebooks in {time.monotonic() - start:.0f} s, site in {out}"
           f"{'; failed: ' + ', '.join(failed) if failed else ''}")
-    return 1 if failed else 0
+    return 1 if failed or made.returncode else 0
 
 
 if __name__ == '__main__':
