@@ -310,7 +310,7 @@ class TeacherOrder:
 
     def result(self) -> dict: return dict(before=self.before.result(), after=self.after.result())
 
-# %% ../nbs/04_calibration.ipynb
+# %% ../nbs/04_calibration.ipynb #b2a2a6ca
 ORDER_CLASSES = ('in order', 'labelled pair swapped', 'foreign class above a label')
 
 def order_classes(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

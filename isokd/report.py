@@ -160,7 +160,7 @@ def results_table(runs: pd.DataFrame,
             table[column] = g[column].agg(_pm)
     return table
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #bc8de9ce
 def teacher_order_frame(folder) -> pd.DataFrame:
     """The teachers' order statistics of a study.
 
@@ -188,7 +188,7 @@ def plot_teacher_order(order: pd.DataFrame):
     g.set_axis_labels('training images', '')
     return g
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #55764ca6
 def study_history(folder) -> pd.DataFrame:
     "One row per epoch of every finished run of a study: top-1 (%) on the split evaluated every epoch, and seconds."
     def per_epoch(r):
@@ -233,7 +233,7 @@ def plot_curves(hist: pd.DataFrame):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return g
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #8b8fc0e4
 def reliability_frame(folder, configs=('kd', 'kd-mixup', 'kd-mixup-i', 'kd-mixup-p')) -> pd.DataFrame:
     "Per configuration and confidence bin: images, mean confidence and accuracy on the test set, over all seeds."
     rows = []
@@ -264,7 +264,7 @@ def plot_reliability(rel: pd.DataFrame):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #bffb2a9e
 def reproduction_table(new_folder, committed_folder, seed: int = 0) -> pd.DataFrame:
     """A new run of a study's seed (`make run`) against the committed study, per configuration: the difference from
     the committed run of that seed, and whether the new top-1 lies within the committed seeds' range."""
@@ -283,7 +283,7 @@ def reproduction_table(new_folder, committed_folder, seed: int = 0) -> pd.DataFr
                          within=bool(runs.top1_last.min() <= mine <= runs.top1_last.max())))
     return pd.DataFrame(rows).set_index('config').round(2)
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #7c8c718a
 def paired_delta(method: pd.Series, baseline: pd.Series) -> dict:
     """`method - baseline` over the seeds both have (two series indexed by seed): the mean difference, its 95% t
     interval, the paired t-test's p, the sign test's p, and on how many seeds the method is higher."""
@@ -304,7 +304,7 @@ def holm(p: pd.Series) -> pd.Series:
     adjusted = (ranked * (m - np.arange(m))).cummax().clip(upper=1.0)
     return adjusted.reindex(p.index)
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #deb92260
 def comparison_table(runs: pd.DataFrame, metric: str = 'top1_last', comparisons=None) -> pd.DataFrame:
     """Every declared comparison (default: the study's `COMPARISONS`) whose two configurations have runs, on `metric`,
     paired by seed (`paired_delta`), with `p_holm` adjusted within its family."""
@@ -336,7 +336,7 @@ def plot_deltas(table: pd.DataFrame, unit: str = 'points of test top-1'):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #6c9521f6
 def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05) -> list[str]:
     "One sentence per comparison of a `comparison_table`: the difference, its interval, and whether it is resolved."
     lines = []
@@ -352,7 +352,7 @@ def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05
                      f"{r.ci_high:+.2f}, higher on {r.higher} seeds, Holm-adjusted p = {r.p_holm:.3g}; {says}.")
     return lines
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #0984035d
 @torch.inference_mode()
 def _logits(model, loader, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
@@ -397,7 +397,7 @@ def temperature_scaling(folder) -> dict:
     atomic_write_json(folder/'posthoc.json', result)
     return result
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #9249167b
 def plateau_table(hist: pd.DataFrame, configs=('kd', 'kd-mixup', 'kd-cutmix')) -> pd.DataFrame:
     "Per run of `configs`: best minus last and the last quarter's gain (points) on its own per-epoch curve."
     rows = [dict(config=config, seed=seed, **dict(zip(('best_minus_last', 'last_quarter_gain'), plateau(g.acc))))
@@ -410,7 +410,7 @@ def provenance(runs: pd.DataFrame) -> pd.DataFrame:
     table = runs.assign(**{k: runs[k].astype(str).str[:12] for k in ('git_commit', 'source_sha256')})
     return table.groupby(keys, dropna=False).size().rename('runs').reset_index()
 
-# %% ../nbs/10_report.ipynb
+# %% ../nbs/10_report.ipynb #cc567b3f
 @torch.inference_mode()
 def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, temperatures=(1.0, 2.0, 4.5),
                      seed: int = 0, batch_size: int = 128) -> pd.DataFrame:

@@ -241,7 +241,7 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
     atomic_write_json(record_path(study_folder), submission | dict(jobs=[records[job.name] for job in jobs]))
     return submitted
 
-# %% ../nbs/14_slurm.ipynb
+# %% ../nbs/14_slurm.ipynb #b1673704
 FINAL_STATES = ('done', 'failed', 'cancelled')
 
 def read_result(path) -> tuple | None:
@@ -297,7 +297,7 @@ def job_status(record: dict, queue: dict | None, teacher: dict | None = None) ->
         return status | dict(state='failed', detail=f"ended without a result: {log_error(record['log'])}")
     return status | dict(state='unknown', detail="no result yet, and squeue does not answer here: ask on the cluster")
 
-# %% ../nbs/14_slurm.ipynb
+# %% ../nbs/14_slurm.ipynb #32c76ef1
 def slurm_status(study_folder) -> list[dict]:
     "What became of each job of the submission recorded in `<study_folder>/slurm.json` (see above)."
     path = record_path(study_folder)
@@ -327,7 +327,7 @@ def counts_line(statuses: list[dict]) -> str:
         line += f"; {state}: {', '.join(names)}" if names else ''
     return line
 
-# %% ../nbs/14_slurm.ipynb
+# %% ../nbs/14_slurm.ipynb #17936b89
 def wait_study(study_folder, poll_s: float = 30, timeout_s: float | None = None, echo: bool = True) -> list[dict]:
     "Follow a submission until every job has ended (done, failed or cancelled), printing each change."
     started = monotonic()
