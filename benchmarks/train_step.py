@@ -5,11 +5,13 @@
     python benchmarks/train_step.py --teacher-arch resnet50 --arch resnet18 --classes 100 --compile
     python benchmarks/train_step.py --json                            # ... and one JSON object on the last line
 
-The three methods run the shipped step, `isokd.loop.train_step` (mix, teacher under inference_mode, calibration, losses,
-backward, SGD step, schedule), on distillers placed by `isokd.loop.prepare` and built from `KDConfig` as the runs
-build them, on batches already on the device, in interleaved blocks so that drift of the machine affects them alike;
-the figure per method is the median over blocks. Calibration alone (`isotonic_calibrate` for KD-i,
-`isotonic_penalty` forward and backward for KD-p) is timed on the same logits, and its share is given against the step.
+The three methods run what `isokd.loop.train_epoch` runs per step: the shipped step, `isokd.loop.train_step` (mix,
+teacher under inference_mode, calibration, losses, backward, SGD step, schedule), then the teacher's order statistics
+of the batch (`isokd.calibration.TeacherOrder.update`), on distillers placed by `isokd.loop.prepare` and built from
+`KDConfig` as the runs build them, on batches already on the device, in interleaved blocks so that drift of the machine
+affects them alike; the figure per method is the median over blocks. Calibration alone (`isotonic_calibrate` for KD-i,
+`isotonic_penalty` forward and backward for KD-p) and the order statistics alone are timed on the same logits, and
+their shares are given against the step.
 """
 import argparse
 import copy
@@ -19,7 +21,7 @@ import time
 
 import torch
 
-from isokd.calibration import isotonic_calibrate, isotonic_penalty
+from isokd.calibration import TeacherOrder, isotonic_calibrate, isotonic_penalty
 from isokd.config import KDConfig
 from isokd.core import get_device, versions
 from isokd.loop import make_optimizer, prepare, train_step
@@ -79,10 +81,13 @@ def main():
     y = torch.randint(0, a.classes, (a.batch_size,), device=dev)
     index = torch.arange(a.batch_size, device=dev)
 
+    orders = {name: TeacherOrder() for name in runs}
+
     def step(name):
         distiller, opt, sched = runs[name]
         distiller.train()
-        train_step(distiller, (x, y, index), mixer, opt, sched, bf16)
+        result = train_step(distiller, (x, y, index), mixer, opt, sched, bf16)
+        orders[name].update(result.teacher_logits, result.target)
 
     for name in runs:                                       # warm-up (and compilation)
         for _ in range(3 if not a.compile else 10):
@@ -99,11 +104,14 @@ def main():
     calib = {'kd_i': statistics.median(timed(lambda: isotonic_calibrate(t, target), dev, 20) for _ in range(5)),
              'kd_p': statistics.median(timed(lambda: isotonic_penalty(z, target).backward(), dev, 20)
                                        for _ in range(5))}
+    statistics_ms = statistics.median(timed(lambda: TeacherOrder().update(t, target), dev, 20) for _ in range(5))
 
     info = versions(dev)
     print(f"device {info['device']} ({info['device_name']}), torch {info['torch']}, threads {info['threads']}, "
           f"{a.teacher_arch} -> {a.arch}, {a.classes} classes, batch {a.batch_size}, {a.mixup}, bf16 {bf16}, "
           f"compile {a.compile}, channels_last {a.channels_last}; median of {a.blocks} blocks of {a.block} steps")
+    print(f"order statistics (every step, every method): {statistics_ms:.3f} ms, {statistics_ms / med['kd_aug']:.1%} "
+          f"of a KD-aug step")
     print(f"{'method':<8} {'ms/step':>9} {'images/s':>9} {'vs KD-aug':>9} {'calibration':>12} {'share':>6}")
     for name in runs:
         c = calib.get(name)
@@ -112,7 +120,7 @@ def main():
     if a.json:
         print(json.dumps(dict(kd_aug_ms=med['kd_aug'], kd_i_ms=med['kd_i'], kd_p_ms=med['kd_p'], device=info['device'],
                               device_name=info['device_name'], kd_i_ratio=med['kd_i'] / med['kd_aug'],
-                              kd_p_ratio=med['kd_p'] / med['kd_aug'], calibration_ms=calib,
+                              kd_p_ratio=med['kd_p'] / med['kd_aug'], calibration_ms=calib, statistics_ms=statistics_ms,
                               images_per_s={k: a.batch_size / v * 1000 for k, v in med.items()},
                               params=vars(a) | dict(bf16=bf16), torch=info['torch'], threads=info['threads'])))
 

@@ -253,11 +253,18 @@ def isotonic_penalty(student_logits: torch.Tensor, target: torch.Tensor) -> torc
 
 # %% ../nbs/04_calibration.ipynb #e6532446
 _ORDER_SUMS = ('tau_sum', 'rows_with_pairs', 'top2_hits', 'violations', 'rows')
+# above this many distinct weights in a row (a general target, not a mix of two labels), every pair is compared
+_MAX_TIERS = 8
 
-def _order_sums(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    "The sums behind `order_stats` (`_ORDER_SUMS`, float64, on the device of `scores`)."
-    check_pair(scores, target)
-    t, w = scores.detach().to(_compute_dtype(scores.dtype)), target.detach()
+def _tier_ranks(w: torch.Tensor) -> torch.Tensor:
+    "Each class's tier in its row: 0 for the largest weight, 1 for the next distinct one, and so on."
+    ranked, order = w.sort(1, descending=True)
+    steps = torch.cat([torch.zeros_like(ranked[:, :1], dtype=torch.long),
+                       (ranked[:, 1:] != ranked[:, :-1]).long().cumsum(1)], 1)
+    return torch.empty_like(steps).scatter_(1, order, steps)
+
+def _pair_sums(t, w, tiers):
+    "Per row: the pairs the target orders, their concordant minus discordant count, and whether one is discordant."
     B, C = t.shape
     step = max(1, (1 << 22) // max(1, C * C))
     pairs, net, bad = [], [], []
@@ -268,7 +275,32 @@ def _order_sums(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pairs.append(fixed.sum((1, 2)))
         net.append(d.sum((1, 2)))
         bad.append((d < 0).flatten(1).any(1))
-    pairs, net, bad = torch.cat(pairs), torch.cat(net), torch.cat(bad)
+    return torch.cat(pairs), torch.cat(net), torch.cat(bad)
+
+def _pair_sums_by_tier(t, w, tiers):
+    """`_pair_sums` in O(K C log C) per row for K tiers (3 for a mixed label, smoothed or not): each tier's scores are
+    sorted once, and every class of a higher tier counts the lower scores below and above its own."""
+    B, C = t.shape
+    pairs = torch.zeros(B, dtype=torch.long, device=t.device)
+    concordant, discordant = torch.zeros_like(tiers), torch.zeros_like(tiers)
+    for k in range(1, int(tiers.max()) + 1):
+        lower, higher = tiers == k, tiers < k
+        # the tier's scores in order, the other classes' pushed past every score
+        ranked = torch.where(lower, t, math.inf).sort(1).values.contiguous()
+        below = torch.searchsorted(ranked, t.contiguous(), side='left')
+        above = lower.sum(1, keepdim=True) - torch.searchsorted(ranked, t.contiguous(), side='right')
+        concordant += torch.where(higher, below, 0)
+        discordant += torch.where(higher, above, 0)
+        pairs += higher.sum(1) * lower.sum(1)
+    return pairs, (concordant - discordant).sum(1).to(t.dtype), (discordant > 0).any(1)
+
+def _order_sums(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    "The sums behind `order_stats` (`_ORDER_SUMS`, float64, on the device of `scores`)."
+    check_pair(scores, target)
+    t, w = scores.detach().to(_compute_dtype(scores.dtype)), target.detach()
+    B, C = t.shape
+    tiers = _tier_ranks(w)
+    pairs, net, bad = (_pair_sums_by_tier if tiers.max() < _MAX_TIERS else _pair_sums)(t, w, tiers)
     has = pairs > 0
     tau_sum = torch.where(has, net / pairs.clamp_min(1), 0.).sum()
     k = min(2, C)
