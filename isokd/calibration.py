@@ -263,7 +263,7 @@ def _tier_ranks(w: torch.Tensor) -> torch.Tensor:
                        (ranked[:, 1:] != ranked[:, :-1]).long().cumsum(1)], 1)
     return torch.empty_like(steps).scatter_(1, order, steps)
 
-def _pair_sums(t, w, tiers):
+def _pair_sums(t, w):
     "Per row: the pairs the target orders, their concordant minus discordant count, and whether one is discordant."
     B, C = t.shape
     step = max(1, (1 << 22) // max(1, C * C))
@@ -277,11 +277,10 @@ def _pair_sums(t, w, tiers):
         bad.append((d < 0).flatten(1).any(1))
     return torch.cat(pairs), torch.cat(net), torch.cat(bad)
 
-def _pair_sums_by_tier(t, w, tiers):
+def _pair_sums_by_tier(t, tiers):
     """`_pair_sums` in O(K C log C) per row for K tiers (3 for a mixed label, smoothed or not): each tier's scores are
     sorted once, and every class of a higher tier counts the lower scores below and above its own."""
-    B, C = t.shape
-    pairs = torch.zeros(B, dtype=torch.long, device=t.device)
+    pairs = torch.zeros(len(t), dtype=torch.long, device=t.device)
     concordant, discordant = torch.zeros_like(tiers), torch.zeros_like(tiers)
     for k in range(1, int(tiers.max()) + 1):
         lower, higher = tiers == k, tiers < k
@@ -299,8 +298,10 @@ def _order_sums(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     check_pair(scores, target)
     t, w = scores.detach().to(_compute_dtype(scores.dtype)), target.detach()
     B, C = t.shape
-    tiers = _tier_ranks(w)
-    pairs, net, bad = (_pair_sums_by_tier if tiers.max() < _MAX_TIERS else _pair_sums)(t, w, tiers)
+    # on a GPU every pair is compared: choosing by the number of tiers would read the device on every step
+    tiers = _tier_ranks(w) if t.device.type == 'cpu' else None
+    by_tier = tiers is not None and tiers.max() < _MAX_TIERS
+    pairs, net, bad = _pair_sums_by_tier(t, tiers) if by_tier else _pair_sums(t, w)
     has = pairs > 0
     tau_sum = torch.where(has, net / pairs.clamp_min(1), 0.).sum()
     k = min(2, C)

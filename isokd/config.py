@@ -20,7 +20,7 @@ from .data import DATASETS, VALIDATION_SPLITS
 from .models import MODELS
 from .mixing import MIXUPS
 from .loop import SCHEDULE_KINDS
-from .kd import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, CE, KD, KDLoss, check_kd_params
+from .kd import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, TEACHER_TARGETS, CE, KD, KDLoss, check_kd_params
 from .crd import BETA, FEAT_DIM, NCE_T, NCE_M, CRD, CRDLoss, check_crd_params, check_nce_n
 
 # %% auto #0
@@ -168,7 +168,8 @@ class KDConfig(TeacherConfig):
 
     def default_out_dir(self) -> Path:
         calibration = self.calibration
-        if self.calibration in ('isotonic', 'identity') and self.isotonic_mode != 'add':
+        # the mode changes the loss of the methods that distil from a second teacher target (KD-i, KD-id)
+        if CALIBRATIONS[self.calibration].key in TEACHER_TARGETS and self.isotonic_mode != 'add':
             calibration += f'-{self.isotonic_mode}'
         name = f"{self.dataset}-{self.teacher_arch}-{self.arch}-{self.mixup}-{calibration}-s{self.seed}-{self.digest()}"
         return runs_root()/self.kind/name

@@ -4,6 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #726a3341
 from __future__ import annotations
+import functools
 import gzip
 import math
 import re
@@ -142,6 +143,11 @@ VALIDATION_SEED = 2**31 - 1
 # CIFAR keeps the authors' protocol (the test set every epoch), the synthetic set is for tests
 VALIDATION_SPLITS = {'fashion_mnist': 5000}
 
+@functools.lru_cache(maxsize=2)
+def _read(name: str, root: Path) -> tuple:
+    "A dataset's train and test tensors as its loader gives them, read once in a process: `load_data` copies from them."
+    return DATASETS[name][0](root)
+
 def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None, n_test: int | None = None,
               seed: int = 0, n_val: int | None = None) -> ImageData:
     """The dataset `name` as an `ImageData`: optionally a stratified `n_train` subset chosen by `seed` (each seed its
@@ -155,8 +161,9 @@ def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None
     n_val = VALIDATION_SPLITS.get(name, 0) if n_val is None else n_val
     if not isinstance(n_val, int) or n_val < 0:
         raise ValueError(f"n_val={n_val!r} must be an integer >= 0")
-    load, classes, mean, std, pad = DATASETS[name]
-    xtr, ytr, xte, yte = load(data_root(root))
+    _, classes, mean, std, pad = DATASETS[name]
+    # a study's pre-flight and its report load one dataset for many seeds: the files are read once
+    xtr, ytr, xte, yte = _read(name, data_root(root))
     if n_val >= len(ytr):
         raise ValueError(f"n_val={n_val} leaves none of the {len(ytr)} training images of {name!r} to train on")
     held_out = torch.zeros(len(ytr), dtype=torch.bool)
@@ -312,6 +319,8 @@ def register_dataset(name: str,  # the name for `load_data` and the runs' `datas
     pad = min(xtr.shape[2:]) // 8 if pad is None else check_int('pad', pad, lo=0)
     # the tensors are in memory already: the loader ignores the data root
     DATASETS[name] = (lambda root: (xtr, ytr, xte, yte), num_classes, mean, std, pad)
+    # a name registered again reads its new images
+    _read.cache_clear()
     return load_data(name)
 
 # %% ../nbs/01_data.ipynb #b997b344

@@ -117,7 +117,7 @@ class KDLoss(nn.Module):
         if teacher_target and self.isotonic_mode == 'add':
             losses[EXTRA_TERMS[self.method]] = self.rho * kd_div(z, teacher_target(t, target), T)
         if self.method == 'kd-p':
-            losses[EXTRA_TERMS['kd-p']] = self.rho * isotonic_penalty(z, target)
+            losses[EXTRA_TERMS[self.method]] = self.rho * isotonic_penalty(z, target)
         return LossOutput(sum(losses.values()), losses)
 
     def objective(self) -> str:

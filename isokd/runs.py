@@ -253,13 +253,6 @@ def shipped_teacher(tcfg: TeacherConfig) -> Path | None:
             return folder
     return None
 
-def _checked(weights: Path, metrics: dict) -> tuple[Path, dict]:
-    "`weights` and its run's metrics, once the file is the one the metrics record (when they record one)."
-    if (want := metrics.get('model_sha256')) and file_sha256(weights) != want:
-        raise ValueError(f"teacher {weights} is not the model its metrics.json records (sha256 {want[:12]}...): "
-                         f"restore it (git checkout {weights}) or train it again")
-    return weights, metrics
-
 def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
     """The teacher's model.pt for `cfg` and its metrics: `teacher_path`'s, else a committed study's teacher of the same
     identity, else the cached one under `runs/teachers/`, trained first if missing and allowed. A teacher trained
@@ -269,7 +262,7 @@ def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
         weights = path/'model.pt' if path.is_dir() else path
         metrics = read_metrics(weights.parent) or {}
         if weights.is_file():
-            return _checked(weights, metrics)
+            return weights, metrics
         # a finished teacher run without its weights: trained again from its record, into the cache
         if not (cfg.train_teacher_if_missing and metrics.get('finished') and metrics.get('params')):
             raise FileNotFoundError(f"teacher_path={cfg.teacher_path!r}: no model file at {weights}" +
@@ -283,11 +276,11 @@ def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
             metrics = read_metrics(shipped)
             log(f"Using the committed study's teacher {shipped.relative_to(project_root())} "
                 f"(top-1 {metrics['test_acc_last']:.2%}).")
-            return _checked(shipped/'model.pt', metrics)
+            return shipped/'model.pt', metrics
     weights, metrics = tcfg.path/'model.pt', read_metrics(tcfg.path) or {}
     if weights.is_file() and metrics.get('finished'):
         log(f"Using the cached teacher {tcfg.path} (top-1 {metrics['test_acc_last']:.2%}).")
-        return _checked(weights, metrics)
+        return weights, metrics
     if not cfg.train_teacher_if_missing:
         raise FileNotFoundError(f"no trained teacher at {tcfg.path}. Train it with: {_train_command(tcfg)}   "
                                 f"(or set train_teacher_if_missing=True)")
@@ -300,6 +293,11 @@ def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
 def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress=True) -> tuple[nn.Module, dict]:
     "The teacher of `cfg` (trained first if missing and allowed) and a record of where it came from, for the metrics."
     weights, metrics = _teacher_weights(cfg, progress)
+    # the file must be the one its metrics record (when they record one)
+    sha256 = file_sha256(weights)
+    if (want := metrics.get('model_sha256')) and sha256 != want:
+        raise ValueError(f"teacher {weights} is not the model its metrics.json records (sha256 {want[:12]}...): "
+                         f"restore it (git checkout {weights}) or train it again")
     teacher = create_model(cfg.teacher_arch, num_classes, in_channels)
     try:
         teacher.load_state_dict(load_checkpoint(weights))
@@ -309,7 +307,7 @@ def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress
                          f"and {in_channels} input channel(s) "
                          f"(dataset={cfg.dataset!r}): {detail}") from e
     record = dict(path=str(weights), test_acc=metrics.get('test_acc_last'), params=metrics.get('params'),
-                  model_sha256=file_sha256(weights))
+                  model_sha256=sha256)
     return teacher, dict(teacher=record)
 
 # %% ../nbs/09_runs.ipynb #4c7769b9
