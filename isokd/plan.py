@@ -19,10 +19,10 @@ from .crd import NCE_N
 from .runs import read_metrics
 
 # %% auto #0
-__all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 'SCALES', 'ACTIONS', 'Comparison', 'baseline',
-           'Scale', 'Job', 'portable', 'check_configs', 'check_teacher', 'plan', 'teacher_of', 'decide_actions',
-           'prepare_data', 'check_clean', 'outcome', 'last_error_line', 'papermill_command', 'torchrun_command',
-           'run_job', 'retrain_lines', 'actions_line']
+__all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 'SETTINGS', 'SCALES', 'ACTIONS', 'Comparison',
+           'baseline', 'Scale', 'Job', 'portable', 'check_configs', 'check_teacher', 'plan', 'teacher_of',
+           'decide_actions', 'prepare_data', 'check_clean', 'outcome', 'last_error_line', 'papermill_command',
+           'torchrun_command', 'run_job', 'retrain_lines', 'actions_line']
 
 # %% ../nbs/11_plan.ipynb #8198dffb
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
@@ -86,6 +86,13 @@ def _comparisons():
         yield Comparison('mixing', config, 'kd')
 
 COMPARISONS: tuple[Comparison, ...] = tuple(_comparisons())
+
+# the sensitivity runs as a choice: each method's settings with Mixup; the report picks each method's setting by its
+# validation top-1 and reports the picked settings on test once
+SETTINGS: dict[str, tuple[str, ...]] = {
+    'KD-aug': ('kd-mixup', 'kd-mixup-T2'),
+    'KD-i (replace)': ('kd-mixup-i-replace', 'kd-mixup-i-replace-T2'),
+    'KD-p': ('kd-mixup-p', 'kd-mixup-p-T2', 'kd-mixup-p-rho0.5', 'kd-mixup-p-rho8')}
 
 def baseline(name: str) -> str | None:
     "The configuration `name` is first compared with (its `-aug` baseline for a method), or None."

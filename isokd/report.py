@@ -22,14 +22,14 @@ from .models import create_model
 from .mixing import Mixer
 from .calibration import ORDER_CLASSES, isotonic_calibrate, order_classes
 from .loop import autocast, evaluate
-from .plan import CONFIGS, COMPARISONS
+from .plan import CONFIGS, COMPARISONS, SETTINGS, Comparison
 
 # %% auto #0
 __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'overconfidence', 'study_runs',
            'results_table', 'teacher_order_frame', 'plot_teacher_order', 'study_history', 'plateau', 'regime_checks',
            'plot_curves', 'reliability_frame', 'plot_reliability', 'reproduction_table', 'paired_delta', 'holm',
-           'comparison_table', 'plot_deltas', 'verdict_lines', 'temperature_scaling', 'plateau_table', 'provenance',
-           'teacher_ir_frame', 'ir_summary']
+           'comparison_table', 'plot_deltas', 'verdict_lines', 'validation_choice', 'chosen_runs', 'chosen_comparisons',
+           'temperature_scaling', 'plateau_table', 'provenance', 'teacher_ir_frame', 'ir_summary']
 
 # %% ../nbs/10_report.ipynb #365902df
 def history_frame(metrics: dict) -> pd.DataFrame:
@@ -351,6 +351,40 @@ def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05
         lines.append(f"{config} - {r.baseline} ({family}): {r.delta:+.2f} {unit}, 95% interval {r.ci_low:+.2f} to "
                      f"{r.ci_high:+.2f}, higher on {r.higher} seeds, Holm-adjusted p = {r.p_holm:.3g}; {says}.")
     return lines
+
+# %% ../nbs/10_report.ipynb #7f1f9917
+def validation_choice(runs: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
+    """Each method's settings (default `isokd.plan.SETTINGS`) on the seeds every setting has: the mean validation and
+    test top-1 (last epoch), and `chosen`, the method's setting with the best validation mean. Empty until every
+    setting has a run on a common seed."""
+    settings = SETTINGS if settings is None else settings
+    names = [name for method_settings in settings.values() for name in method_settings]
+    val = runs.pivot_table(index='seed', columns='config', values='val_last', observed=True)
+    test = runs.pivot_table(index='seed', columns='config', values='top1_last', observed=True)
+    if not set(names) <= set(val.columns):
+        return pd.DataFrame()
+    seeds = val[names].dropna().index
+    if seeds.empty:
+        return pd.DataFrame()
+    rows = []
+    for method, method_settings in settings.items():
+        best = max(method_settings, key=lambda name: val.loc[seeds, name].mean())
+        rows += [dict(method=method, config=name, seeds=len(seeds), val_mean=val.loc[seeds, name].mean(),
+                      test_mean=test.loc[seeds, name].mean(), chosen=name == best) for name in method_settings]
+    return pd.DataFrame(rows).set_index(['method', 'config'])
+
+def chosen_runs(runs: pd.DataFrame, choice: pd.DataFrame) -> pd.DataFrame:
+    "The runs of each method's chosen setting on the seeds the choice was made on, with `config` renamed to the method."
+    picked = choice[choice.chosen].reset_index()
+    seeds = range(int(picked.seeds.iloc[0]))
+    rows = runs[runs.config.isin(picked.config) & runs.seed.isin(seeds)].copy()
+    rows['config'] = rows.config.astype(str).map(dict(zip(picked.config, picked.method)))
+    return rows
+
+def chosen_comparisons(settings: dict | None = None) -> list[Comparison]:
+    "Each method at its chosen setting against the first method (KD-aug) at its own, as one family."
+    methods = list(SETTINGS if settings is None else settings)
+    return [Comparison('chosen on validation', method, methods[0]) for method in methods[1:]]
 
 # %% ../nbs/10_report.ipynb #0984035d
 @torch.inference_mode()
