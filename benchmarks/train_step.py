@@ -7,11 +7,11 @@
 
 The three methods run what `isokd.loop.train_epoch` runs per step: the shipped step, `isokd.loop.train_step` (mix,
 teacher under inference_mode, calibration, losses, backward, SGD step, schedule), then the teacher's order statistics
-of the batch (`isokd.calibration.TeacherOrder.update`), on distillers placed by `isokd.loop.prepare` and built from
-`KDConfig` as the runs build them, on batches already on the device, in interleaved blocks so that drift of the machine
-affects them alike; the figure per method is the median over blocks. Calibration alone (`isotonic_calibrate` for KD-i,
-`isotonic_penalty` forward and backward for KD-p) and the order statistics alone are timed on the same logits, and
-their shares are given against the step.
+of the batch (`isokd.calibration.TeacherOrder.update`, which reuses KD-i's IR(t)), on distillers placed by
+`isokd.loop.prepare` and built from `KDConfig` as the runs build them, on batches already on the device, in interleaved
+blocks so that drift of the machine affects them alike; the figure per method is the median over blocks. Calibration
+alone (`isotonic_calibrate` for KD-i, `isotonic_penalty` forward and backward for KD-p) and the order statistics alone
+are timed on the same logits, and their shares are given against the step.
 """
 import argparse
 import copy
@@ -87,7 +87,7 @@ def main():
         distiller, opt, sched = runs[name]
         distiller.train()
         result = train_step(distiller, (x, y, index), mixer, opt, sched, bf16)
-        orders[name].update(result.teacher_logits, result.target)
+        orders[name].update(result.teacher_logits, result.target, result.calibrated_logits)
 
     for name in runs:                                       # warm-up (and compilation)
         for _ in range(3 if not a.compile else 10):
@@ -110,8 +110,8 @@ def main():
     print(f"device {info['device']} ({info['device_name']}), torch {info['torch']}, threads {info['threads']}, "
           f"{a.teacher_arch} -> {a.arch}, {a.classes} classes, batch {a.batch_size}, {a.mixup}, bf16 {bf16}, "
           f"compile {a.compile}, channels_last {a.channels_last}; median of {a.blocks} blocks of {a.block} steps")
-    print(f"order statistics (every step, every method): {statistics_ms:.3f} ms, {statistics_ms / med['kd_aug']:.1%} "
-          f"of a KD-aug step")
+    print(f"order statistics (every step; KD-i's reuse its IR(t)): {statistics_ms:.3f} ms, "
+          f"{statistics_ms / med['kd_aug']:.1%} of a KD-aug step")
     print(f"{'method':<8} {'ms/step':>9} {'images/s':>9} {'vs KD-aug':>9} {'calibration':>12} {'share':>6}")
     for name in runs:
         c = calib.get(name)

@@ -337,9 +337,10 @@ class TeacherOrder:
     "The teacher's `order_stats` against the targets, as given (`before`) and after isotonic calibration (`after`)."
     def __init__(self): self.before, self.after = OrderStats(), OrderStats()
 
-    def update(self, teacher_logits: torch.Tensor, target: torch.Tensor):
+    def update(self, teacher_logits: torch.Tensor, target: torch.Tensor, calibrated: torch.Tensor | None = None):
+        "Count a batch; `calibrated` is IR(teacher_logits) where the loss computed it already (KD-i)."
         self.before.update(teacher_logits, target)
-        self.after.update(isotonic_calibrate(teacher_logits, target), target)
+        self.after.update(isotonic_calibrate(teacher_logits, target) if calibrated is None else calibrated, target)
 
     def result(self) -> dict: return dict(before=self.before.result(), after=self.after.result())
 

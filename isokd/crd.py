@@ -180,6 +180,6 @@ class CRD(KD):
             raise ValueError("CRD needs the dataset indices of the batch rows: crd(x, target, index)")
         teacher_logits, teacher_features = self.teacher_outputs(x)
         student_logits, student_features = self.student(x, with_features=True)
-        losses = self.loss(student_logits, teacher_logits, target).losses
-        losses['crd'] = self.beta * self.crd(student_features, teacher_features, index)
-        return StepOutput(student_logits, losses, teacher_logits)
+        out = self.loss(student_logits, teacher_logits, target)
+        losses = out.losses | {'crd': self.beta * self.crd(student_features, teacher_features, index)}
+        return StepOutput(student_logits, losses, teacher_logits, out.calibrated)

@@ -64,6 +64,8 @@ class LossOutput(NamedTuple):
     "The named, weighted loss terms of a batch (`losses`) and their sum (`loss`), the value to minimise."
     loss: torch.Tensor
     losses: dict
+    # KD-i's IR(t), which the teacher's order statistics reuse rather than compute again; else None
+    calibrated: torch.Tensor | None = None
 
 def _soft_target(target: torch.Tensor, logits: torch.Tensor, method: str) -> torch.Tensor:
     "The `[B, C]` float target: integer labels become one-hot (a clean batch, which the order terms cannot use)."
@@ -110,15 +112,15 @@ class KDLoss(nn.Module):
         z, t, T = student_logits, teacher_logits, self.temperature
         losses = {'ce': (1 - self.alpha) * F.cross_entropy(z, target)}
         teacher_target = TEACHER_TARGETS.get(self.method)
-        if teacher_target and self.isotonic_mode == 'replace':
-            losses['kd'] = self.alpha * kd_div(z, teacher_target(t, target), T)
-        else:
-            losses['kd'] = self.alpha * kd_div(z, t, T)
-        if teacher_target and self.isotonic_mode == 'add':
-            losses[EXTRA_TERMS[self.method]] = self.rho * kd_div(z, teacher_target(t, target), T)
+        # the teacher's scores as KD-i (IR(t)) and KD-id (t itself) give them to the order term
+        ordered = teacher_target(t, target) if teacher_target else None
+        replaced = ordered is not None and self.isotonic_mode == 'replace'
+        losses['kd'] = self.alpha * kd_div(z, ordered if replaced else t, T)
+        if ordered is not None and self.isotonic_mode == 'add':
+            losses[EXTRA_TERMS[self.method]] = self.rho * kd_div(z, ordered, T)
         if self.method == 'kd-p':
             losses[EXTRA_TERMS[self.method]] = self.rho * isotonic_penalty(z, target)
-        return LossOutput(sum(losses.values()), losses)
+        return LossOutput(sum(losses.values()), losses, ordered if self.method == 'kd-i' else None)
 
     def objective(self) -> str:
         "The loss with its weights, e.g. KD-i's '0.05 CE(z, w) + 0.95 KL_T(t, z) + 2 KL_T(IR(t), z)'."
@@ -143,6 +145,8 @@ class StepOutput(NamedTuple):
     # name -> weighted scalar loss; the step minimises their sum
     losses: dict
     teacher_logits: torch.Tensor | None = None
+    # KD-i's calibrated teacher, IR(teacher_logits), as the loss computed it
+    calibrated_logits: torch.Tensor | None = None
 
 class CE(nn.Module):
     "Plain training with the (possibly mixed) hard target: how teachers are trained."
@@ -177,4 +181,5 @@ class KD(CE):
     def forward(self, x, target, index=None) -> StepOutput:
         teacher_logits = self.teacher_logits(x)
         student_logits = self.student(x)
-        return StepOutput(student_logits, self.loss(student_logits, teacher_logits, target).losses, teacher_logits)
+        out = self.loss(student_logits, teacher_logits, target)
+        return StepOutput(student_logits, out.losses, teacher_logits, out.calibrated)

@@ -46,6 +46,7 @@ class StepResult(NamedTuple):
     losses: dict
     teacher_logits: torch.Tensor | None
     target: torch.Tensor
+    calibrated_logits: torch.Tensor | None = None
 
 def train_step(distiller, batch, mixer, opt, sched, bf16: bool = False) -> StepResult:
     "One optimisation step of `distiller` (or DDP around it) on `batch` = (images, labels, dataset indices)."
@@ -58,7 +59,7 @@ def train_step(distiller, batch, mixer, opt, sched, bf16: bool = False) -> StepR
     loss.backward()
     opt.step()
     sched.step()
-    return StepResult(loss.detach(), out.losses, out.teacher_logits, target)
+    return StepResult(loss.detach(), out.losses, out.teacher_logits, target, out.calibrated_logits)
 
 # %% ../nbs/08_loop.ipynb #12eb6e3f
 def _any_bad(first_bad: torch.Tensor, world: int) -> bool:
@@ -88,7 +89,7 @@ def train_epoch(distiller, loader, mixer, opt, sched, epoch: int, seed: int, bf1
         if (step + 1) % check_every == 0 and step + 1 < len(loader) and _any_bad(first_bad, world):
             break
         if result.teacher_logits is not None:
-            teacher_order.update(result.teacher_logits, result.target)
+            teacher_order.update(result.teacher_logits, result.target, result.calibrated_logits)
     if _any_bad(first_bad, world):
         raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}, step {first_bad.item() + 1} "
                                  f"(losses: {', '.join(result.losses)}); the run stops, its last checkpoint is kept")
