@@ -7,28 +7,32 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from dataclasses import replace as replace_field
 from time import monotonic, sleep
 
 import submitit
 from submitit.core.utils import JobPaths
 
 from .core import atomic_write_json, check_int, resolve_path
-from .runs import accuracy_line
+from .runs import accuracy_line, read_metrics
 from .plan import Job, last_error_line, prepare_data, retrain_lines, run_job, teacher_of
 
 # %% auto #0
-__all__ = ['SLURM_COMMANDS', 'DEFAULT_TIME', 'OWN_SBATCH_OPTIONS', 'SLURM_FINAL_STATES', 'FINAL_STATES', 'check_slurm',
-           'time_limit_minutes', 'sbatch_options', 'check_options', 'execute_job', 'jobs_to_submit', 'job_record',
-           'queue_states', 'record_path', 'check_no_live_submission', 'check_partition', 'submit_study', 'read_result',
-           'log_error', 'job_status', 'slurm_status', 'status_line', 'counts_line', 'wait_study', 'add_arguments',
-           'slurm_options', 'run_slurm', 'main']
+__all__ = ['SLURM_COMMANDS', 'DEFAULT_TIME', 'DEFAULT_MAX_REQUEUES', 'OWN_SBATCH_OPTIONS', 'SIGNAL_DELAY_S', 'KILL_WAIT_S',
+           'SLURM_FINAL_STATES', 'FINAL_STATES', 'check_slurm', 'time_limit_minutes', 'sbatch_options', 'check_options',
+           'restart_count', 'SlurmRun', 'jobs_to_submit', 'job_record', 'queue_states', 'record_path',
+           'check_no_live_submission', 'check_partition', 'submit_study', 'read_result', 'log_error', 'job_status',
+           'slurm_status', 'status_line', 'counts_line', 'wait_study', 'add_arguments', 'slurm_options', 'run_slurm',
+           'main']
 
 # %% ../nbs/14_slurm.ipynb #405a36f7
 SLURM_COMMANDS = ('sbatch', 'srun', 'squeue', 'scontrol')
@@ -49,6 +53,8 @@ def check_slurm():
 
 # %% ../nbs/14_slurm.ipynb #a8b87de2
 DEFAULT_TIME = '24:00:00'
+# requeues of one run (time limits and preemptions together) before its job fails
+DEFAULT_MAX_REQUEUES = 8
 _TIME_LIMIT = re.compile(r'(\d+):([0-5]\d):([0-5]\d)')
 _SBATCH_KEY = re.compile(r'[a-z][a-z0-9-]*')
 # sbatch options that isokd sets itself, and how to set them instead
@@ -58,6 +64,8 @@ OWN_SBATCH_OPTIONS = {
     'kill-on-invalid-dep': 'it is always yes', 'job-name': "it is the run's name",
     'output': 'logs go to the log folder', 'error': 'logs go to the log folder', 'array': 'one Slurm job per run',
     'open-mode': 'submitit sets it', 'signal': 'submitit sets it', 'wrap': 'submitit writes the script',
+    'requeue': 'a run requeues itself at its time limit and at preemption (bounded by --max-requeues)',
+    'no-requeue': 'a run requeues itself at its time limit and at preemption (bounded by --max-requeues)',
 }
 
 def time_limit_minutes(time: str) -> int:
@@ -85,24 +93,81 @@ def sbatch_options(pairs) -> dict:
         options[key] = value.strip()
     return options
 
-def check_options(partition=None, gpus_per_run=0, cpus_per_run=1, time=DEFAULT_TIME, slurm_args=None) -> dict:
+def check_options(partition=None, gpus_per_run=0, cpus_per_run=1, time=DEFAULT_TIME, slurm_args=None,
+                  max_requeues=DEFAULT_MAX_REQUEUES) -> dict:
     "The options of a submission, checked (a `ValueError` names the bad one), with the time limit in minutes."
     # a partition name, or a comma-separated list of them (Slurm then picks the first that can start the job)
     if partition is not None and not re.fullmatch(r'[\w.-]+(,[\w.-]+)*', str(partition)):
         raise ValueError(f"--partition {partition!r} is not valid: give a partition name (sinfo lists them)")
     check_int('gpus_per_run', gpus_per_run, lo=0)
     check_int('cpus_per_run', cpus_per_run)
+    check_int('max_requeues', max_requeues, lo=0)
     return dict(partition=partition, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, time=str(time).strip(),
-                time_minutes=time_limit_minutes(time), slurm_args=sbatch_options(slurm_args))
+                time_minutes=time_limit_minutes(time), slurm_args=sbatch_options(slurm_args),
+                max_requeues=max_requeues)
 
 # %% ../nbs/14_slurm.ipynb #d7663f9f
-def execute_job(job: Job, threads: int = 1, gpus_per_run: int = 0) -> dict:
-    "What one Slurm job executes: the run (papermill, or torchrun over several GPUs); a failed run fails the Slurm job."
-    result = run_job(job, threads, gpus_per_run)
-    if result['state'] != 'done':
-        # a non-zero exit makes the job FAILED, and Slurm cancels the students that wait on it (afterok)
-        raise RuntimeError(result['error'])
-    return result
+# how long before its time limit Slurm signals a job (USR2), for it to requeue itself; Slurm looks at time limits about
+# every 30 s, so the signal may come up to that much earlier
+SIGNAL_DELAY_S = 60
+# how long a job whose run Slurm's SIGTERM ended waits for the SIGKILL that follows it (Slurm's KillWait, 30 s usually)
+KILL_WAIT_S = 300
+
+def restart_count() -> int:
+    "How many times Slurm has requeued the job this process runs in (`SLURM_RESTART_COUNT`; 0 outside Slurm)."
+    return int(os.environ.get('SLURM_RESTART_COUNT') or 0)
+
+class SlurmRun(submitit.helpers.Checkpointable):
+    """What one Slurm job executes: `job`'s run (papermill, or torchrun over several GPUs); a failed run fails the job.
+    Slurm's signal before the time limit or at a preemption requeues the job (submitit calls `checkpoint`), which keeps
+    its Slurm id; the run resumes from its last epoch's checkpoint. After `max_requeues` requeues the job fails."""
+    def __init__(self, job: Job, threads: int = 1, gpus_per_run: int = 0, max_requeues: int = DEFAULT_MAX_REQUEUES):
+        self.job, self.threads, self.gpus_per_run, self.max_requeues = job, threads, gpus_per_run, max_requeues
+
+    def __call__(self) -> dict:
+        # a requeued job starts afresh: nothing has terminated it yet
+        self.terminated = False
+        signal.signal(signal.SIGTERM, self._terminate)
+        result = run_job(self.resumable_job(), self.threads, self.gpus_per_run)
+        if result['state'] != 'done':
+            if self.terminated:
+                self._wait_for_kill()
+            # a non-zero exit makes the job FAILED, and Slurm cancels the students that wait on it (afterok)
+            raise RuntimeError(result['error'])
+        return result
+
+    def resumable_job(self) -> Job:
+        "The job, without `overwrite` once a requeued job's run has started over: its checkpoint is then its own."
+        metrics = read_metrics(self.job.folder)
+        started_over = restart_count() and not (metrics and metrics['finished'])
+        if started_over and self.job.params.get('overwrite'):
+            return replace_field(self.job, params={k: v for k, v in self.job.params.items() if k != 'overwrite'})
+        return self.job
+
+    def _terminate(self, signum, frame):
+        # Slurm's SIGTERM (scancel, a requeue from outside, the hard time limit) ends the run's processes too
+        self.terminated = True
+
+    def _wait_for_kill(self):
+        "Wait for Slurm's SIGKILL, writing no result: a requeued job must not look failed, a cancelled one cancelled."
+        sleep(KILL_WAIT_S)
+        raise RuntimeError(f"{self.job.name}: its run ended on SIGTERM, and no SIGKILL came within {KILL_WAIT_S} s")
+
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
+        "Called by submitit on Slurm's signal (USR2): requeue this job, unless it was requeued `max_requeues` times."
+        requeues = restart_count()
+        if requeues >= self.max_requeues:
+            raise RuntimeError(self.limit_message(requeues))
+        return submitit.helpers.DelayedSubmission(self)
+
+    def limit_message(self, requeues: int) -> str:
+        "Why the job fails at the bound on requeues: the bound, the run's last finished epoch, what to do."
+        metrics = read_metrics(self.job.folder)
+        done = len(metrics['history']) if metrics else 0
+        return (f"{self.job.name} reached its time limit or was preempted after {requeues} requeue(s), the bound "
+                f"(--max-requeues {self.max_requeues}): not requeued again; its last finished epoch is {done} of "
+                f"{self.job.run_config().epochs} (checkpoint in {self.job.folder}); submit the study again to resume "
+                "it, with a longer --time or a higher --max-requeues")
 
 # %% ../nbs/14_slurm.ipynb #3439c7e3
 def jobs_to_submit(jobs: list[Job]) -> list[Job]:
@@ -126,13 +191,15 @@ SLURM_FINAL_STATES = {'COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'OUT_OF_MEM
 _SLURM_RUNNING = {'RUNNING', 'COMPLETING', 'CONFIGURING', 'STAGE_OUT', 'SIGNALING'}
 
 def queue_states(job_ids) -> dict | None:
-    "Slurm's view of the `job_ids` it still knows: id -> (state, reason); None where `squeue` does not answer."
+    """Slurm's view of the `job_ids` it still knows: id -> (state, reason, requeues); None where `squeue` does not
+    answer."""
     job_ids = [str(job_id) for job_id in job_ids if job_id]
     if not job_ids:
         return {}
     if shutil.which('squeue') is None:
         return None
-    command = ['squeue', '--noheader', '--states=all', '--format=%i|%T|%r', '--jobs', ','.join(job_ids)]
+    command = ['squeue', '--noheader', '--states=all', '--Format=JobID:|,State:|,Reason:|,RestartCnt',
+               '--jobs', ','.join(job_ids)]
     try:
         answer = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
@@ -142,8 +209,8 @@ def queue_states(job_ids) -> dict | None:
         return {} if 'Invalid job id' in answer.stderr else None
     states = {}
     for line in answer.stdout.splitlines():
-        job_id, state, reason = (line.split('|') + ['', ''])[:3]
-        states[job_id.strip()] = (state.strip(), reason.strip())
+        job_id, state, reason, requeues = (line.split('|') + ['', '', ''])[:4]
+        states[job_id.strip()] = (state.strip(), reason.strip(), int(requeues.strip() or 0))
     return states
 
 def record_path(study_folder) -> Path:
@@ -184,9 +251,11 @@ def check_partition(partition: str | None):
                          f"sinfo lists: {', '.join(sorted(known)) or 'none'}")
 
 def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: int = 0, cpus_per_run: int = 1,
-                 time: str = DEFAULT_TIME, slurm_args=None, log_dir=None) -> list[dict]:
-    "Submit every unfinished job to Slurm, students after their teacher; print and return what was submitted."
-    options = check_options(partition, gpus_per_run, cpus_per_run, time, slurm_args)
+                 time: str = DEFAULT_TIME, slurm_args=None, log_dir=None, max_requeues: int = DEFAULT_MAX_REQUEUES,
+                 signal_delay_s: int = SIGNAL_DELAY_S) -> list[dict]:
+    """Submit every unfinished job to Slurm, students after their teacher; print and return what was submitted. Each
+    job requeues itself `signal_delay_s` before its time limit and at a preemption, `max_requeues` times at most."""
+    options = check_options(partition, gpus_per_run, cpus_per_run, time, slurm_args, max_requeues)
     if not jobs:
         raise ValueError('no jobs to submit: the plan is empty')
     # torchrun splits each batch over the processes: the global batch must split evenly (isokd.launch checks it too)
@@ -205,11 +274,12 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
     # here, since compute nodes may be offline: a missing dataset fails, a download happens once
     prepare_data(todo)
     log_folder = resolve_path(log_dir) if log_dir else study_folder/'slurm'
-    executor = submitit.SlurmExecutor(folder=log_folder)
-    sbatch_extra = options['slurm_args'] | {'kill-on-invalid-dep': 'yes'}
+    # submitit's own bound counts time limits only; ours (`SlurmRun.checkpoint`) counts every requeue, and comes first
+    executor = submitit.SlurmExecutor(folder=log_folder, max_num_timeout=max_requeues)
+    sbatch_extra = options['slurm_args'] | {'kill-on-invalid-dep': 'yes', 'requeue': True}
     executor.update_parameters(partition=partition, time=options['time_minutes'], cpus_per_task=cpus_per_run,
                                gpus_per_node=gpus_per_run or None, stderr_to_stdout=True,
-                               additional_parameters=sbatch_extra)
+                               signal_delay_s=signal_delay_s, additional_parameters=sbatch_extra)
     # the record holds the finished runs, and each job once sbatch has taken it
     records = {job.name: job_record(job) for job in jobs if job not in todo}
     submission = dict(submitted=datetime.now().isoformat(timespec='seconds'), log_dir=str(log_folder),
@@ -223,7 +293,7 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
         executor.update_parameters(job_name=f"isokd-{job.config}-seed{job.seed}",
                                    dependency=f"afterok:{after}" if after else None)
         try:
-            slurm_job = executor.submit(execute_job, job, cpus_per_run, gpus_per_run)
+            slurm_job = executor.submit(SlurmRun(job, cpus_per_run, gpus_per_run, max_requeues))
         except Exception as error:
             before = f"the {len(submitted)} job(s) submitted before it are recorded in {record_path(study_folder)}"
             raise RuntimeError(f"sbatch refused {job.name}: {last_error_line(str(error))}; "
@@ -278,16 +348,17 @@ def job_status(record: dict, queue: dict | None, teacher: dict | None = None) ->
         detail = f"its result file {record['result']} does not load ({result[1]})"
         return status | dict(state='done' if finished else 'failed', detail=detail)
     if result is not None:
-        # the traceback ends with the RuntimeError of `execute_job`: the run's last error line and its run.log
+        # the traceback ends with the RuntimeError of `SlurmRun`: the run's last error line and its run.log
         return status | dict(state='failed', detail=last_error_line(result[1]).removeprefix('RuntimeError: '))
-    slurm_state, reason = (queue or {}).get(record['job_id'], ('', ''))
+    slurm_state, reason, requeues = (queue or {}).get(record['job_id'], ('', '', 0))
+    requeued = f", requeued {requeues} time{'s' if requeues > 1 else ''}" if requeues else ''
     if slurm_state in _SLURM_RUNNING:
-        return status | dict(state='running', detail=f"in Slurm ({slurm_state.lower()})")
+        return status | dict(state='running', detail=f"in Slurm ({slurm_state.lower()}{requeued})")
     if teacher is not None and teacher['state'] in ('failed', 'cancelled'):
         detail = f"not started: its teacher ({teacher['name']}, job {teacher['job_id']}) {teacher['state']}"
         return status | dict(state='cancelled', detail=detail)
     if slurm_state and slurm_state not in SLURM_FINAL_STATES:
-        return status | dict(state='pending', detail=f"waiting in Slurm ({reason or slurm_state.lower()})")
+        return status | dict(state='pending', detail=f"waiting in Slurm ({reason or slurm_state.lower()}{requeued})")
     if slurm_state == 'CANCELLED' or (queue is not None and not slurm_state and not Path(record['log']).is_file()):
         return status | dict(state='cancelled', detail='cancelled in Slurm (scancel) before it ended')
     if slurm_state:
@@ -347,7 +418,8 @@ def wait_study(study_folder, poll_s: float = 30, timeout_s: float | None = None,
 
 # %% ../nbs/14_slurm.ipynb #7252cbad
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "Add the executor's options to a command line: --executor, --partition, --gpus-per-run, --time, --slurm-arg."
+    """Add the executor's options to a command line: --executor, --partition, --gpus-per-run, --time, --max-requeues,
+    --slurm-arg."""
     group = parser.add_argument_group('executor', 'where the runs execute; with slurm, `python -m isokd.slurm '
                                       'STUDY_FOLDER --wait` follows them')
     group.add_argument('--executor', choices=('local', 'slurm'), default='local',
@@ -358,6 +430,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                                             'executes under torchrun, one process per GPU)')
     group.add_argument('--time', default=None, metavar='HH:MM:SS', help=f"slurm: time limit of each run "
                                                                         f"(default {DEFAULT_TIME})")
+    group.add_argument('--max-requeues', default=None, metavar='N',
+                       help=f"slurm: how many times a run may requeue itself at its time limit or a preemption, "
+                            f"resuming from its last epoch (default {DEFAULT_MAX_REQUEUES})")
     group.add_argument('--slurm-arg', action='append', default=[], metavar='KEY=VALUE',
                        help='slurm: another sbatch option, repeatable: --slurm-arg account=myproject '
                             '--slurm-arg mem=32G')
@@ -366,7 +441,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def slurm_options(args: argparse.Namespace) -> dict:
     "The `submit_study` options of a parsed command line, checked; Slurm options with --executor local are an error."
     given = {'--partition': args.partition, '--gpus-per-run': args.gpus_per_run, '--time': args.time,
-             '--slurm-arg': args.slurm_arg}
+             '--max-requeues': args.max_requeues, '--slurm-arg': args.slurm_arg}
     given = [flag for flag, value in given.items() if value not in (None, [])]
     if args.executor != 'slurm':
         if given:
@@ -375,9 +450,13 @@ def slurm_options(args: argparse.Namespace) -> dict:
     gpus_per_run = args.gpus_per_run if args.gpus_per_run is not None else 0
     if not re.fullmatch(r'\d+', str(gpus_per_run)):
         raise ValueError(f"--gpus-per-run {gpus_per_run!r} is not valid: give a number of GPUs, 0 or more")
+    max_requeues = args.max_requeues if args.max_requeues is not None else DEFAULT_MAX_REQUEUES
+    if not re.fullmatch(r'\d+', str(max_requeues)):
+        raise ValueError(f"--max-requeues {max_requeues!r} is not valid: give a number of requeues, 0 or more")
     threads = getattr(args, 'threads', None)
     options = dict(partition=args.partition, gpus_per_run=int(gpus_per_run), cpus_per_run=threads or 1,
-                   time=DEFAULT_TIME if args.time is None else args.time, slurm_args=args.slurm_arg)
+                   time=DEFAULT_TIME if args.time is None else args.time, slurm_args=args.slurm_arg,
+                   max_requeues=int(max_requeues))
     check_options(**options)
     return options
 

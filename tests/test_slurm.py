@@ -9,8 +9,11 @@ import io
 import json
 import os
 import subprocess
+import re
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,7 +123,7 @@ def test_slurm_cluster_failed_teacher_is_reported_and_its_student_cancelled(slur
     assert student['state'] == 'cancelled'
     assert student['detail'] == f"not started: its teacher (teacher seed1, job {teacher['job_id']}) failed"
     # Slurm itself cancelled the student (kill_on_invalid_dep) rather than leaving it pending
-    assert slurm.queue_states([student['job_id']])[student['job_id']] == ('CANCELLED', 'DependencyNeverSatisfied')
+    assert slurm.queue_states([student['job_id']])[student['job_id']] == ('CANCELLED', 'DependencyNeverSatisfied', 0)
     assert not (slurm_study.root/'smoke'/'kd-mixup-i'/'seed1').exists()
     follow = subprocess.run([sys.executable, '-m', 'isokd.slurm', str(slurm_study.root/'smoke')], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
@@ -157,6 +160,123 @@ def test_slurm_cluster_refuses_to_submit_over_live_jobs(slurm_cluster, tmp_path)
         subprocess.run(['scancel', job_id], check=True)
 
 
+# ---- time limits, preemption, requeues (a live Slurm) --------------------------------------------------------------
+
+# Slurm sends a job's signal at its first look at time limits (every 30 s) that is within the signal's delay + 30 s of
+# the limit: with a delay of 1 s and a one-minute limit, 30 to 60 s into each run (a requeued job starts a few seconds
+# after a look, so about 55 s). At about 1.5 s an epoch the teacher then needs two or three requeues, and the bounded
+# teacher cannot finish before its first signal.
+TEACHER_EPOCHS, STUDENT_EPOCHS, BOUNDED_EPOCHS = 50, 8, 100
+
+
+def longer(jobs, teacher_epochs: int, student_epochs: int = 1):
+    "The smoke plan's jobs with more epochs."
+    for job in jobs:
+        if job.kind == 'teacher':
+            job.params['epochs'] = teacher_epochs
+        else:
+            job.params |= dict(epochs=student_epochs, teacher_epochs=teacher_epochs)
+    return jobs
+
+
+@contextlib.contextmanager
+def requeued_jobs_start_at_once():
+    """Slurm holds a requeued job for about two minutes (reason BeginTime) before it may start again; a thread lets
+    each one start at once, so that several requeues fit in a test."""
+    stop = threading.Event()
+
+    def hasten():
+        while not stop.wait(1):
+            pending = subprocess.run(['squeue', '--noheader', '--states=PENDING', '--format=%i|%r'],
+                                     capture_output=True, text=True).stdout.split()
+            for job_id in (line.split('|')[0] for line in pending if line.endswith('|BeginTime')):
+                subprocess.run(['scontrol', 'update', f'JobId={job_id}', 'StartTime=now'], capture_output=True)
+
+    thread = threading.Thread(target=hasten, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def requeue_after_an_epoch(record: dict, timeout_s: float = 300) -> int:
+    "`scontrol requeue` the running job of `record` once its run has finished an epoch; return the epochs it had."
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        metrics = planning.read_metrics(record['folder'])
+        state = (slurm.queue_states([record['job_id']]) or {}).get(record['job_id'], ('',))[0]
+        if metrics and metrics['history'] and not metrics['finished'] and state == 'RUNNING':
+            subprocess.run(['scontrol', 'requeue', record['job_id']], check=True)
+            return len(metrics['history'])
+        time.sleep(0.5)
+    raise TimeoutError(f"{record['name']} did not run an epoch within {timeout_s} s")
+
+
+@pytest.fixture(scope='module')
+def requeue_study(slurm_cluster, tmp_path_factory):
+    """A teacher and its student that outlast a one-minute time limit, submitted to Slurm, the student also requeued
+    from outside once it has finished an epoch; beside them a teacher allowed no requeue; and the same teacher and
+    student run locally meanwhile, uninterrupted. Followed until every Slurm job has ended."""
+    root, bounded_root, local_root = (tmp_path_factory.mktemp(name) for name in ('requeue', 'bounded', 'local'))
+    printed = io.StringIO()
+    with requeued_jobs_start_at_once(), contextlib.redirect_stdout(printed), ThreadPoolExecutor(1) as pool:
+        submitted = slurm.submit_study(longer(plan('smoke', 1, 'kd-mixup-i', root), TEACHER_EPOCHS, STUDENT_EPOCHS),
+                                       time='00:01:00', signal_delay_s=1)
+        bounded = slurm.submit_study(longer(plan('smoke', 1, 'teacher', bounded_root), BOUNDED_EPOCHS),
+                                     time='00:01:00', signal_delay_s=1, max_requeues=0)
+        local_jobs = longer(plan('smoke', 1, 'kd-mixup-i', local_root), TEACHER_EPOCHS, STUDENT_EPOCHS)
+        local = pool.submit(lambda: [planning.run_job(job) for job in local_jobs])
+        epochs_at_requeue = requeue_after_an_epoch(submitted[1])
+        statuses = slurm.wait_study(root/'smoke', poll_s=1, timeout_s=420)
+        bounded_statuses = slurm.wait_study(bounded_root/'smoke', poll_s=1, timeout_s=120, echo=False)
+        local = local.result()
+    queue = slurm.queue_states(record['job_id'] for record in submitted + bounded)
+    return SimpleNamespace(root=root, bounded_root=bounded_root, local_root=local_root, submitted=submitted,
+                           bounded=bounded[0], local=local, epochs_at_requeue=epochs_at_requeue,
+                           printed=printed.getvalue(), queue=queue,
+                           statuses={status['name']: status for status in statuses},
+                           bounded_status=bounded_statuses[0])
+
+
+def test_slurm_cluster_time_limits_requeue_the_runs_to_the_uninterrupted_metrics(requeue_study):
+    assert [outcome['state'] for outcome in requeue_study.local] == ['done', 'done']
+    teacher, student = requeue_study.submitted
+    # the teacher met its time limit and requeued itself, keeping its Slurm id: its student waited for it (afterok)
+    assert requeue_study.queue[teacher['job_id']][:2] == ('COMPLETED', 'None')
+    assert requeue_study.queue[teacher['job_id']][2] >= 1
+    assert student['after'] == teacher['job_id']
+    for name in ('teacher', 'kd-mixup-i'):
+        assert requeue_study.statuses[f'{name} seed0']['state'] == 'done'
+        run = Path('smoke')/name/'seed0'
+        assert history(requeue_study.root/run) == history(requeue_study.local_root/run)
+
+
+def test_slurm_cluster_a_requeued_student_resumes_and_says_so(requeue_study):
+    teacher, student = requeue_study.submitted
+    assert 1 <= requeue_study.epochs_at_requeue < STUDENT_EPOCHS
+    # (Slurm may still list it as running for a moment after its result is written)
+    assert requeue_study.queue[student['job_id']][2] >= 1
+    # python -m isokd.slurm (`wait_study` prints its lines) showed it waiting, then running again, requeued
+    lines = requeue_study.printed.splitlines()
+    again = [line for line in lines if line.startswith('kd-mixup-i seed0') and 'requeued 1 time)' in line]
+    assert any(' running ' in line for line in again), '\n'.join(lines)
+
+
+def test_slurm_cluster_the_requeue_bound_fails_the_job_with_its_message(requeue_study):
+    status, record = requeue_study.bounded_status, requeue_study.bounded
+    assert status['state'] == 'failed', status
+    pattern = (r"teacher seed0 reached its time limit or was preempted after 0 requeue\(s\), the bound "
+               r"\(--max-requeues 0\): not requeued again; its last finished epoch is (\d+) of 100 \(checkpoint in ")
+    found = re.match(pattern, status['detail'])
+    assert found, status['detail']
+    metrics = planning.read_metrics(record['folder'])
+    assert int(found[1]) == (len(metrics['history']) if metrics else 0) < BOUNDED_EPOCHS
+    assert requeue_study.queue[record['job_id']][0] == 'FAILED'
+    assert f"(Slurm log: {record['log']})" in slurm.status_line(status)
+
+
 # ---- without Slurm ---------------------------------------------------------------------------------------------------
 
 def test_torchrun_command_runs_the_same_configuration(tmp_path):
@@ -181,9 +301,9 @@ def test_a_slurm_job_runs_papermill_or_torchrun_and_fails_with_its_run(tmp_path,
     # papermill writes no metrics here: the first call is made to look finished, the second fails with its log
     monkeypatch.setattr(planning.subprocess, 'run', fake_run)
     monkeypatch.setattr(planning, 'read_metrics', lambda folder: {'finished': True} if len(commands) == 1 else None)
-    assert slurm.execute_job(job, 4, 1)['state'] == 'done'
+    assert slurm.SlurmRun(job, 4, 1)()['state'] == 'done'
     with pytest.raises(RuntimeError, match=r'^ValueError: boom \(log: .*run.log\)$'):
-        slurm.execute_job(job, 4, 2)
+        slurm.SlurmRun(job, 4, 2)()
     # one papermill process with the 4 threads; torchrun with 2 processes of 2 threads each
     assert commands == [(Path(sys.executable).name, ['-m', 'papermill'], '4'),
                         ('torchrun', ['--standalone', '--nproc_per_node'], '2')]
