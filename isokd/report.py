@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 import seaborn as sns
 
 from .core import atomic_write_json
-from .data import load_data, DeviceLoader, stratified_subset
+from .data import load_data, stratified_subset
 from .models import create_model
 from .mixing import Mixer
 from .calibration import ORDER_CLASSES, isotonic_calibrate, order_classes
@@ -454,7 +454,7 @@ def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, 
     teacher.eval()
     keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
     # batches of the students' size: Mixup and CutMix draw one lambda per batch
-    loader = DeviceLoader(data.x_train[keep], data.y_train[keep], batch_size, data.mean, data.std)
+    loader = data.loader('train', batch_size, 'cpu', keep=keep)
     frames = []
     for mixing in mixings:
         mixer = Mixer(mixing, data.num_classes)
