@@ -537,7 +537,7 @@ class StreamLoader:
         # a generator of its own: starting the workers leaves the run's random stream alone
         batches = DataLoader(self.images, self.bs, sampler=self.sampler, num_workers=self.workers,
                              pin_memory=self.device.type == 'cuda', drop_last=self.drop_last,
-                             generator=torch.Generator(), prefetch_factor=4 if self.workers else None)
+                             generator=torch.Generator())
         for x, y, index in batches:
             x, y, index = (t.to(self.device, non_blocking=True) for t in (x, y, index))
             yield _normalised(x, self.mean, self.std, self.dtype, self.fmt), y, index

@@ -66,8 +66,9 @@ def test_kd_i_streams_end_to_end_and_resumes_after_kill_9(data_root, tmp_path):
     killed = [a if a != tmp_path/'whole' else tmp_path/'killed' for a in run]
     p = subprocess.Popen([sys.executable, '-m', 'isokd.launch', 'kd', *map(str, killed)], cwd=ROOT,
                          start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint, deadline = tmp_path/'killed'/'checkpoint.pt', time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline and p.poll() is None:
+    # metrics.json is written right after the first checkpoint
+    record, deadline = tmp_path/'killed'/'metrics.json', time.time() + 300
+    while not record.exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
     assert p.poll() is None, "the run ended before it could be killed"
     # the run and its loader processes, as kill -9 of the job
