@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .core import check_choice, check_range, check_int, get_device, resolve_path, runs_root
-from .data import DATASETS, VALIDATION_SPLITS
+from .data import DATASETS, VALIDATION_SPLITS, FolderSpec
 from .models import MODELS
 from .mixing import MIXUPS
 from .loop import SCHEDULE_KINDS
@@ -28,7 +28,9 @@ __all__ = ['CALIBRATIONS', 'RUN_KINDS', 'TeacherConfig', 'KDConfig', 'CRDConfig'
 
 # %% ../nbs/07_config.ipynb #302ffa0f
 _NOT_IDENTITY = ('device', 'out_dir', 'overwrite', 'data_root', 'train_teacher_if_missing', 'teacher_path', 'compile',
-                 'sync_bn')
+                 'sync_bn', 'workers')
+# parameters added after runs were recorded: left out of the identity at None, so that those runs keep theirs
+_IDENTITY_IF_SET = ('image_size',)
 
 @dataclass
 class TeacherConfig:
@@ -50,6 +52,11 @@ class TeacherConfig:
     # training images held out to evaluate every epoch (the same for every run; None: the dataset's split, 5,000 of
     # Fashion-MNIST, none of CIFAR); 0: the test set every epoch
     n_val: int | None = None
+    # the crop side of a streamed image folder (None: the dataset's, 224 for imagenet); None for in-memory datasets
+    image_size: int | None = None
+    # loader processes per training process for a streamed folder (None: its CPUs, at most 8; 0: none); each image's
+    # crop has its own seed, so the result does not depend on it
+    workers: int | None = None
     # bf16 autocast; None: on for CUDA, off on CPU (True: 2x faster on a CPU with bfloat16 instructions)
     bf16: bool | None = True
     channels_last: bool = True
@@ -71,7 +78,14 @@ class TeacherConfig:
         # the dataset's validation split, recorded as a number: the identity says what the run used
         if self.n_val is None and self.dataset in DATASETS:
             self.n_val = VALIDATION_SPLITS.get(self.dataset, 0)
+        if self.image_size is None and self.streamed:
+            self.image_size = DATASETS[self.dataset].size
         self.validate()
+
+    @property
+    def streamed(self) -> bool:
+        "Whether the dataset is streamed from an image folder (`01_data`), not held in memory."
+        return isinstance(DATASETS.get(self.dataset), FolderSpec)
 
     def validate(self):
         check_choice('dataset', self.dataset, tuple(DATASETS))
@@ -86,6 +100,11 @@ class TeacherConfig:
         check_range('momentum', self.momentum, 0, 1)
         check_choice('schedule', self.schedule, SCHEDULE_KINDS)
         check_int('n_val', self.n_val, lo=0, optional=True)
+        check_int('image_size', self.image_size, lo=8, optional=True)
+        check_int('workers', self.workers, lo=0, optional=True)
+        if self.image_size is not None and not self.streamed:
+            raise ValueError(f"image_size={self.image_size} sets the crop of a streamed image folder; "
+                             f"dataset={self.dataset!r} is held in memory at its own size: leave image_size None")
         check_choice('bf16', self.bf16, (None, True, False))
         for name in ('channels_last', 'compile', 'sync_bn', 'overwrite'):
             check_choice(name, getattr(self, name), (True, False))
@@ -93,7 +112,8 @@ class TeacherConfig:
 
     def identity(self) -> dict:
         "The parameters that determine the result of the run."
-        return {'kind': self.kind, **{k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}}
+        return {'kind': self.kind, **{k: v for k, v in asdict(self).items()
+                                      if k not in _NOT_IDENTITY and not (k in _IDENTITY_IF_SET and v is None)}}
 
     def digest(self) -> str: return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
 

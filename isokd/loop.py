@@ -22,7 +22,8 @@ __all__ = ['SCHEDULES', 'SCHEDULE_KINDS', 'ECE_BINS', 'make_optimizer', 'autocas
            'evaluate', 'check_batch_split', 'prepare']
 
 # %% ../nbs/08_loop.ipynb #a99273c4
-SCHEDULES = {'cifar100': ((0.3, 0.6, 0.8), 0.2), 'cifar10': ((0.5, 0.75), 0.1)}
+# (milestones as fractions of the run, gamma); ImageNet's: 30 and 60 of the standard 90 epochs
+SCHEDULES = {'cifar100': ((0.3, 0.6, 0.8), 0.2), 'cifar10': ((0.5, 0.75), 0.1), 'imagenet': ((1 / 3, 2 / 3), 0.1)}
 SCHEDULE_KINDS = ('step', 'cosine')
 
 def make_optimizer(params, cfg, steps_per_epoch: int):

@@ -108,6 +108,8 @@ class Scale:
     about: str = ''
     # one teacher (seed 0) for every student seed, as RepDistiller and most KD studies do; else one per seed
     shared_teacher: bool = False
+    # published weights every student distils from (`torchvision:<weights>`): no teacher is trained
+    teacher_weights: str | None = None
     # the study `make study` runs: configuration -> number of seeds (0..n-1)
     design: dict = field(default_factory=lambda: {name: 3 for name in README_CONFIGS})
 
@@ -124,6 +126,9 @@ def _cpu_design() -> dict:
 
 _CPU = dict(dataset='fashion_mnist', batch_size=128, lr=0.1, weight_decay=5e-4, momentum=0.9, schedule='cosine',
             bf16=True, channels_last=True)
+# torchvision's ImageNet recipe: 90 epochs, steps at 30 and 60, batch 256 at lr 0.1 (scale lr with the global batch)
+_IMAGENET = dict(dataset='imagenet', batch_size=256, lr=0.1, weight_decay=1e-4, momentum=0.9, epochs=90, n_train=None,
+                 schedule='step', bf16=None)
 SCALES = {
     'paper': Scale(teacher=dict(dataset='cifar100', arch='resnet50', epochs=200, schedule='step', bf16=None),
                    student=dict(dataset='cifar100', arch='resnet18', epochs=200, n_train=None, schedule='step',
@@ -141,6 +146,12 @@ SCALES = {
                    student=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, n_train=None,
                                 schedule='step', bf16=None),
                    crd=dict(nce_n=256), about='the synthetic set, one epoch: tests'),
+    'imagenet': Scale(teacher=_IMAGENET | dict(arch='resnet34_imagenet'),
+                      student=_IMAGENET | dict(arch='resnet18_imagenet', temperature=4.5, alpha=0.95,
+                                               soft_constraint_ratio=2.0),
+                      teacher_weights='torchvision:ResNet34_Weights.IMAGENET1K_V1', shared_teacher=True,
+                      design={name: 1 for name in ('kd-mixup', 'kd-mixup-i', 'kd-cutmix', 'kd-cutmix-i')},
+                      about="ImageNet, torchvision's ResNet-34 (its published weights) -> ResNet-18, 90 epochs: GPUs"),
 }
 
 # %% ../nbs/11_plan.ipynb #a47e59ce
@@ -209,6 +220,8 @@ def plan(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, 
     if seeds is not None:
         check_int('seeds', seeds)
     names = list(sc.design) if configs is None else check_configs(configs)
+    if sc.teacher_weights and 'teacher' in names:
+        raise ValueError(f"the {scale} scale trains no teacher: its students distil from {sc.teacher_weights}")
     students = [name for name in names if name != 'teacher']
 
     def n_seeds(name):
@@ -226,6 +239,8 @@ def plan(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, 
         if not sc.shared_teacher:
             raise ValueError(f"teacher={teacher!r}: the {scale} scale trains a teacher per seed, not one for all")
         teacher_folder, teacher_seeds = check_teacher(teacher, teacher_config), range(0)
+    elif sc.teacher_weights:
+        teacher_seeds = range(0)
     else:
         teacher_seeds = range(1) if sc.shared_teacher else range(most)
     jobs = [Job('teacher', seed, sc.teacher | dict(seed=seed, out_dir=portable(folder('teacher', seed))),
@@ -234,11 +249,13 @@ def plan(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, 
         for name in (name for name in students if seed < n_seeds(name)):
             cfg = CONFIGS[name]
             teacher_seed = 0 if sc.shared_teacher else seed
-            teacher_path = teacher_folder if teacher is not None else folder('teacher', teacher_seed)
+            teacher_path = portable(teacher_folder if teacher is not None else folder('teacher', teacher_seed))
+            if teacher is None and sc.teacher_weights:
+                teacher_path = sc.teacher_weights
             params = sc.student | (sc.crd if cfg['kind'] == 'crd' else {})
             params |= {k: v for k, v in cfg.items() if k != 'kind'}
             params |= dict(teacher_arch=teacher_config.arch, teacher_epochs=teacher_config.epochs,
-                           teacher_seed=teacher_seed, teacher_path=portable(teacher_path),
+                           teacher_seed=teacher_seed, teacher_path=teacher_path,
                            train_teacher_if_missing=False, seed=seed, out_dir=portable(folder(name, seed)))
             jobs.append(Job(name, seed, params, folder(name, seed)))
     # every parameter checked now, before any run starts
@@ -274,7 +291,8 @@ def prepare_data(jobs: list[Job]) -> None:
     for cfg in (job.run_config() for job in jobs):
         key = (cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_val, cfg.seed)
         if key not in labels:
-            labels[key] = load_data(cfg.dataset, cfg.data_root, cfg.n_train, seed=cfg.seed, n_val=cfg.n_val).y_train
+            labels[key] = load_data(cfg.dataset, cfg.data_root, cfg.n_train, seed=cfg.seed, n_val=cfg.n_val,
+                                    image_size=cfg.image_size).y_train
         cfg.check_data(labels[key])
 
 # %% ../nbs/11_plan.ipynb #2a531ea6

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 import seaborn as sns
 
 from .core import atomic_write_json
-from .data import load_data, DeviceLoader, stratified_subset
+from .data import load_data, stratified_subset
 from .models import create_model
 from .mixing import Mixer
 from .calibration import ORDER_CLASSES, isotonic_calibrate, order_classes
@@ -412,14 +412,15 @@ def temperature_scaling(folder) -> dict:
         return json.loads((folder/'posthoc.json').read_text())
     m = json.loads((folder/'metrics.json').read_text())
     p = {k: v for k, v in m['params'].items() if k != 'kind'}
-    data = load_data(p['dataset'], p['data_root'], p['n_train'], p['n_test'], seed=p['seed'], n_val=p['n_val'])
-    model = create_model(p['arch'], data.num_classes, data.x_train.shape[1])
+    data = load_data(p['dataset'], p['data_root'], p['n_train'], p['n_test'], seed=p['seed'], n_val=p['n_val'],
+                     image_size=p.get('image_size'))
+    model = create_model(p['arch'], data.num_classes, data.in_channels)
     model.load_state_dict(torch.load(folder/'model.pt', map_location='cpu', weights_only=True))
     # the memory format the run evaluated in: the same numbers as its own evaluation
     model = model.to(memory_format=torch.channels_last) if p['channels_last'] else model
     bf16 = bool(p['bf16'])
-    val = DeviceLoader(data.x_val, data.y_val, 1024, data.mean, data.std, channels_last=p['channels_last'])
-    test = DeviceLoader(data.x_test, data.y_test, 1024, data.mean, data.std, channels_last=p['channels_last'])
+    val, test = (data.loader(split, 1024, 'cpu', channels_last=p['channels_last'], workers=p.get('workers'))
+                 for split in ('val', 'test'))
     logits, labels = _logits(model, val, bf16)
     fit = optimize.minimize_scalar(lambda log_t: F.cross_entropy(logits / np.exp(log_t), labels).item(),
                                    bounds=(-3, 3), method='bounded')
@@ -453,7 +454,7 @@ def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, 
     teacher.eval()
     keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
     # batches of the students' size: Mixup and CutMix draw one lambda per batch
-    loader = DeviceLoader(data.x_train[keep], data.y_train[keep], batch_size, data.mean, data.std)
+    loader = data.loader('train', batch_size, 'cpu', keep=keep)
     frames = []
     for mixing in mixings:
         mixer = Mixer(mixing, data.num_classes)

@@ -16,8 +16,8 @@ import torch.distributed as dist
 
 from .core import (cpu_has_bf16, get_device, seed_everything, atomic_write_json, atomic_save, resolve_path,
                         versions, dist_info, log, file_sha256, project_root)
-from .data import load_data, DeviceLoader, stratified_subset
-from .models import create_model
+from .data import load_data, stratified_subset
+from .models import PUBLISHED, create_model, published_weights
 from .mixing import MIXUPS, Mixer
 from .calibration import TeacherOrder
 from .config import TeacherConfig, KDConfig, CRDConfig
@@ -123,13 +123,12 @@ def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress
         log("bf16=True on a CPU without bfloat16 instructions (AVX512-BF16, AMX): it is emulated and slower than "
             "float32 here; pass bf16=False (the results then differ from the committed ones)")
     model = prepare(distiller, device, cfg.channels_last, cfg.compile, cfg.sync_bn)
-    train_dl = DeviceLoader(data.x_train, data.y_train, cfg.batch_size // world, data.mean, data.std, train=True,
-                            device=device, seed=cfg.seed, channels_last=cfg.channels_last, pad=data.pad, rank=rank,
-                            world_size=world)
-    test_dl = DeviceLoader(data.x_test, data.y_test, 1024, data.mean, data.std, device=device,
-                           channels_last=cfg.channels_last)
-    val_dl = DeviceLoader(data.x_val, data.y_val, 1024, data.mean, data.std, device=device,
-                          channels_last=cfg.channels_last) if data.y_val is not None else None
+    # on the device (in-memory datasets) or streamed from an image folder: the data's `loader` decides
+    train_dl = data.loader('train', cfg.batch_size // world, device, train=True, seed=cfg.seed,
+                           channels_last=cfg.channels_last, rank=rank, world_size=world, workers=cfg.workers)
+    test_dl = data.loader('test', 1024, device, channels_last=cfg.channels_last, workers=cfg.workers)
+    val_dl = data.loader('val', 1024, device, channels_last=cfg.channels_last,
+                         workers=cfg.workers) if data.y_val is not None else None
     if len(train_dl) == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(data.y_train)} training images")
     mixer = Mixer(getattr(cfg, 'mixup', 'none'), data.num_classes)
@@ -180,8 +179,7 @@ def order_profile(model, data, device, n: int = 5000, seed: int = 0, channels_la
     "The teacher's order statistics (`TeacherOrder`) on `n` training images, clean and under each mixing."
     model.eval()
     keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
-    loader = DeviceLoader(data.x_train[keep], data.y_train[keep], 1024, data.mean, data.std, device=device,
-                          channels_last=channels_last)
+    loader = data.loader('train', 1024, device, channels_last=channels_last, keep=keep)
     profile = {}
     for method in MIXUPS:
         mixer, teacher_order = Mixer(method, data.num_classes), TeacherOrder()
@@ -215,7 +213,9 @@ def _finished(cfg, out_dir: Path) -> dict | None:
 def run(cfg: TeacherConfig, progress=True) -> dict:
     "Carry out the run `cfg` (a teacher, or a student with its teacher) in its folder; return its metrics."
     # each seed trains on its own subset (n_train); a student's teacher is the same for every seed
-    data = load_data(cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_test, seed=cfg.seed, n_val=cfg.n_val)
+    # a streamed folder's files are checked once, by rank 0 (the others stop with it if it fails)
+    data = load_data(cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_test, seed=cfg.seed, n_val=cfg.n_val,
+                     image_size=cfg.image_size, verify=dist_info()[0] == 0)
     # a parameter that does not fit the data fails before the run's folder exists, on every rank alike
     cfg.check_data(data.y_train)
     # one lock per run: rank 0's
@@ -223,7 +223,7 @@ def run(cfg: TeacherConfig, progress=True) -> dict:
     with lock as out_dir:
         if done := _finished(cfg, out_dir):
             return done
-        in_channels = data.x_train.shape[1]
+        in_channels = data.in_channels
         teacher, extra = (None, {})
         if cfg.kind != 'teacher':
             teacher, extra = load_teacher(cfg, data.num_classes, in_channels, progress)
@@ -291,16 +291,23 @@ def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
     return weights, run(tcfg, progress)
 
 def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress=True) -> tuple[nn.Module, dict]:
-    "The teacher of `cfg` (trained first if missing and allowed) and a record of where it came from, for the metrics."
-    weights, metrics = _teacher_weights(cfg, progress)
-    # the file must be the one its metrics record (when they record one)
-    sha256 = file_sha256(weights)
-    if (want := metrics.get('model_sha256')) and sha256 != want:
-        raise ValueError(f"teacher {weights} is not the model its metrics.json records (sha256 {want[:12]}...): "
-                         f"restore it (git checkout {weights}) or train it again")
+    """The teacher of `cfg` (trained first if missing and allowed; torchvision's published weights when `teacher_path`
+    is `torchvision:<weights>`) and a record of where it came from, for the metrics."""
+    if (cfg.teacher_path or '').startswith(PUBLISHED):
+        state, weights, meta = published_weights(cfg.teacher_path[len(PUBLISHED):], cfg.teacher_arch)
+        metrics = dict(test_acc_last=meta.get('_metrics', {}).get('ImageNet-1K', {}).get('acc@1', 0) / 100 or None)
+        sha256 = file_sha256(weights)
+    else:
+        weights, metrics = _teacher_weights(cfg, progress)
+        # the file must be the one its metrics record (when they record one)
+        sha256 = file_sha256(weights)
+        if (want := metrics.get('model_sha256')) and sha256 != want:
+            raise ValueError(f"teacher {weights} is not the model its metrics.json records (sha256 {want[:12]}...): "
+                             f"restore it (git checkout {weights}) or train it again")
+        state = load_checkpoint(weights)
     teacher = create_model(cfg.teacher_arch, num_classes, in_channels)
     try:
-        teacher.load_state_dict(load_checkpoint(weights))
+        teacher.load_state_dict(state)
     except RuntimeError as e:
         detail = str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e
         raise ValueError(f"teacher {weights} does not fit teacher_arch={cfg.teacher_arch!r} with {num_classes} classes "

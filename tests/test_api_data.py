@@ -85,7 +85,7 @@ def test_grey_images_with_one_channel_models(registered):
     rgb = register_dataset('api-grey', random_split(12, channels=1), random_split(6, channels=1))
     assert rgb.x_train.shape == (12, 3, 16, 16)
     assert torch.equal(rgb.x_train[:, 0], rgb.x_train[:, 2])
-    assert len(MODELS) == 24
+    assert len(MODELS) == 27
 
 
 @pytest.mark.parametrize('name', BUILTIN_DATASETS)

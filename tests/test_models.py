@@ -34,7 +34,8 @@ def zoo() -> dict[str, Classifier]:
 def test_registry_has_the_documented_names():
     expected = {'resnet18', 'resnet34', 'resnet50', 'resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44',
                 'resnet56', 'resnet110', 'resnet8x4', 'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1', 'wrn_40_2',
-                'vgg8', 'vgg11', 'vgg13', 'vgg16', 'vgg19', 'MobileNetV2', 'ShuffleNetV1', 'ShuffleNetV2'}
+                'vgg8', 'vgg11', 'vgg13', 'vgg16', 'vgg19', 'MobileNetV2', 'ShuffleNetV1', 'ShuffleNetV2',
+                'resnet18_imagenet', 'resnet34_imagenet', 'resnet50_imagenet'}
     assert set(MODELS) == expected
 
 
