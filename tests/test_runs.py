@@ -62,8 +62,9 @@ def test_killed_papermill_run_resumes_to_identical_metrics(tmp_path, tiny):
              '--no-progress-bar', '-p', 'out_dir', str(tmp_path/'killed')]
             + [a for k, v in params.items() for a in ('-p', k, str(v))])
     p = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt, deadline = tmp_path/'killed'/'checkpoint.pt', time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+    # metrics.json is written right after the first checkpoint: killed before it, the run would have no record
+    record, deadline = tmp_path/'killed'/'metrics.json', time.time() + 300
+    while not record.exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
     assert p.poll() is None, "the run ended before it could be killed"
     os.killpg(p.pid, signal.SIGKILL)
