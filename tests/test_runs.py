@@ -145,13 +145,17 @@ def test_bad_input_fails_through_papermill_before_training(tmp_path, case):
 
 def test_bad_parameters_fail_fast(tmp_path):
     for bad, msg in [(dict(calibration='isotonic', mixup='none'), 'needs mixed images'),
-                     (dict(dataset='imagenet'), "dataset='imagenet'"), (dict(arch='resnet9'), "arch='resnet9'"),
+                     (dict(dataset='places365'), "dataset='places365'"), (dict(arch='resnet9'), "arch='resnet9'"),
                      (dict(temperature=-1.), 'temperature=-1'),
                      (dict(soft_constraint_ratio=-2), 'soft_constraint_ratio=-2'),
                      (dict(epochs=0), 'epochs=0'), (dict(isotonic_mode='both'), "isotonic_mode='both'"),
                      (dict(calibration='iso'), "calibration='iso'")]:
         with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace('[', r'\[')):
             distill(out_dir=str(tmp_path/'x'), **bad)
+    # a streamed dataset whose folder is missing: named before anything is written
+    with pytest.raises(FileNotFoundError, match=r'imagenet/train is not a folder'):
+        distill(out_dir=str(tmp_path/'x'), dataset='imagenet', data_root=str(tmp_path/'nodata'),
+                arch='resnet18_imagenet', teacher_arch='resnet34_imagenet')
     assert not (tmp_path/'x').exists()
 
 def test_missing_teacher_without_training_names_the_command(tmp_path, tiny):
