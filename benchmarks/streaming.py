@@ -44,32 +44,30 @@ def jpeg_folder(root: Path, n: int, size=(500, 375), classes: int = 10, val_frac
     return root
 
 
-def throughput(root: Path, passes: int, batch_size: int) -> dict:
-    from isokd.data import register_image_folder
-    data = register_image_folder('bench-throughput', root, stream=True)
-    figures = {}
-    for workers in (0, 1, 2):
-        loader = data.loader('train', batch_size, 'cpu', train=True, workers=workers)
-        rates = []
-        for epoch in range(passes):
-            loader.set_epoch(epoch)
-            start = time.perf_counter()
-            n = sum(len(labels) for _, labels, _ in loader)
-            rates.append(n / (time.perf_counter() - start))
-        rate = statistics.median(rates)
-        figures[workers] = dict(images_per_s=rate, per_worker=rate / max(1, workers))
-        print(f"  workers {workers}: {rate:7.1f} images/s, {rate / max(1, workers):7.1f} per worker "
-              f"(median of {passes} passes over {n} images)", flush=True)
-    in_memory = register_image_folder('bench-in-memory', root, stream=False, size=224)
-    loader = in_memory.loader('train', batch_size, 'cpu', train=True)
+def images_per_s(loader, passes: int) -> tuple[float, int]:
+    "The median images/s of `passes` epochs over `loader`, and the images of one epoch."
     rates = []
     for epoch in range(passes):
         loader.set_epoch(epoch)
         start = time.perf_counter()
         n = sum(len(labels) for _, labels, _ in loader)
         rates.append(n / (time.perf_counter() - start))
-    figures['in memory'] = dict(images_per_s=statistics.median(rates))
-    print(f"  in memory (DeviceLoader, on this CPU): {statistics.median(rates):7.1f} images/s "
+    return statistics.median(rates), n
+
+
+def throughput(root: Path, passes: int, batch_size: int) -> dict:
+    from isokd.data import register_image_folder
+    data = register_image_folder('bench-throughput', root, stream=True)
+    figures = {}
+    for workers in (0, 1, 2):
+        rate, n = images_per_s(data.loader('train', batch_size, 'cpu', train=True, workers=workers), passes)
+        figures[workers] = dict(images_per_s=rate, per_worker=rate / max(1, workers))
+        print(f"  workers {workers}: {rate:7.1f} images/s, {rate / max(1, workers):7.1f} per worker "
+              f"(median of {passes} passes over {n} images)", flush=True)
+    in_memory = register_image_folder('bench-in-memory', root, stream=False, size=224)
+    rate, n = images_per_s(in_memory.loader('train', batch_size, 'cpu', train=True), passes)
+    figures['in memory'] = dict(images_per_s=rate)
+    print(f"  in memory (DeviceLoader, on this CPU): {rate:7.1f} images/s "
           f"(median of {passes} passes over {n} images)", flush=True)
     return figures
 
