@@ -16,7 +16,7 @@ $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	$(BIN)/python tools/install_kernel.py
 	touch $@
 
-# The main job: the README's fifteen configurations for seed 0 at the cpu scale, into runs/local/cpu/ (not in git),
+# The main job: the README's fourteen student configurations for seed 0 at the cpu scale, into runs/local/cpu/ (not in git),
 # distilled from the committed study's teacher (shipped with its weights), ending with its report and a comparison of
 # its seed 0 with the committed study in runs/cpu/. TRAIN_TEACHER=1 trains the teacher again and compares it too.
 TEACHER := $(if $(TRAIN_TEACHER),,--teacher runs/cpu/teacher/seed0)

@@ -95,8 +95,12 @@ def main():
     p.add_argument('out', type=Path, help='the folder for gpu_check.json')
     p.add_argument('--small', action='store_true', help='tiny shapes: seconds, on any device (the CI test)')
     a = p.parse_args()
-    a.out.mkdir(parents=True, exist_ok=True)
     device = get_device('auto')
+    # the paper-shaped check is for a GPU: without one it would spend minutes measuring the CPU
+    if device.type != 'cuda' and not a.small:
+        sys.exit("gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); run it on a machine with a GPU, "
+                 "or pass --small for the tiny shapes on this CPU")
+    a.out.mkdir(parents=True, exist_ok=True)
     shape = SMALL if a.small else PAPER
     start = time.perf_counter()
     report = dict(device=versions(device), small=a.small, shape=shape)

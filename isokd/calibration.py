@@ -154,29 +154,130 @@ def _calibrate(t, w, path: str):
     return {'cpu': _solve_cpu, 'sorted': lambda t, w: _solve_sorted(t, w, _key_exact(t, w)),
             'general': _solve_general}[path](t, w)
 
-def check_pair(scores, target, name: str = 'scores'):
-    "Raise `ValueError` unless `scores` (named `name` in the message) and `target` are two [B, C] arrays of one shape."
+# %% ../nbs/04_calibration.ipynb #a7d3c902
+def _check_tensor(x, name: str, fix: str = "for a model that returns (logits, features), pass its logits, output[0]"):
+    "Raise `TypeError`/`ValueError` naming `name` unless `x` is a tensor with values; `fix`: what to pass for a tuple."
+    if torch.is_tensor(x):
+        if x.is_meta:
+            raise ValueError(f"{name} is a meta tensor (a shape without values): want real values; materialise the "
+                             f"model first (module.to_empty(device=...), then load_state_dict)")
+        return
+    if isinstance(x, (tuple, list)):
+        raise TypeError(f"{name} is a {type(x).__name__} of {len(x)} items: want one tensor; {fix}")
+    if isinstance(x, np.ndarray):
+        raise TypeError(f"{name} is a numpy array: want a torch tensor; pass torch.from_numpy({name})")
+    raise TypeError(f"{name} is a {type(x).__name__}: want a torch tensor")
+
+def _check_scores(x, name: str):
+    "Raise unless `x` is a floating-point `[B, C]` tensor with C >= 1, naming it `name`."
+    _check_tensor(x, name)
+    if x.ndim != 2:
+        one = f"; for one sample, pass {name}[None]" if x.ndim == 1 else ""
+        raise ValueError(f"{name} has shape {tuple(x.shape)}: want [B, C], B rows of C class scores{one}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, no classes: want [B, C] with C >= 1")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} has dtype {x.dtype}: want floating-point logits; pass {name}.float()")
+
+def check_pair(scores, target, name: str = 'scores', target_name: str = 'target'):
+    """Raise `ValueError` unless `scores` and `target` (named `name` and `target_name` in the message) are two
+    [B, C] arrays of one shape on one device."""
+    if scores.ndim != 2 or tuple(target.shape) != tuple(scores.shape):
+        raise ValueError(f"{name} {tuple(scores.shape)} and {target_name} {tuple(target.shape)}: want two [B, C] "
+                         f"tensors of one shape (the same B rows, the same C classes)")
+    if torch.is_tensor(scores) and torch.is_tensor(target) and scores.device != target.device:
+        raise ValueError(f"{name} is on {scores.device} but {target_name} on {target.device}: want one device; "
+                         f"pass {target_name}.to({name}.device)")
+
+def _check_target(target, scores, name: str = 'scores'):
+    "Raise unless `target` is a floating-point `[B, C]` tensor of the shape and device of `scores` (named `name`)."
+    _check_tensor(target, 'target', "pass the [B, C] class weights")
     if target.ndim == 1 and not target.is_floating_point():
         raise ValueError(f"target {tuple(target.shape)} holds integer class labels; want the batch's [B, C] class "
-                         f"weights, the mixed target that Mixup or CutMix return (one-hot rows for clean images)")
-    if scores.ndim != 2 or tuple(target.shape) != tuple(scores.shape):
-        raise ValueError(f"{name} {tuple(scores.shape)} and target {tuple(target.shape)}: "
-                         f"want two [B, C] tensors of one shape")
+                         f"weights, the mixed target that Mixup or CutMix return (F.one_hot(labels, C).float() for "
+                         f"clean images)")
+    if not target.is_floating_point():
+        raise TypeError(f"target has dtype {target.dtype}: want float class weights; pass target.float()")
+    check_pair(scores, target, name, 'target')
+
+def _require(ok: torch.Tensor, message: str, detail=None):
+    """Raise `ValueError` unless the 0-dim bool tensor `ok` holds: on the CPU at once (`detail()`, if given, says
+    where); on an accelerator asynchronously, `torch._assert_async`, with no host sync."""
+    if ok.device.type != 'cpu':
+        torch._assert_async(ok, message)
+    elif not ok:
+        raise ValueError(message + (detail() if detail else ''))
+
+def _where_bad(bad: torch.Tensor, x: torch.Tensor) -> str:
+    "The first True entry of `bad` (a CPU tensor), as ' (row r, class c: value v)'."
+    pos = bad.nonzero()[0].tolist()
+    return f" (row {pos[0]}, class {pos[1]}: {x[tuple(pos)].item()})" if len(pos) == 2 else f" (at {pos})"
+
+def _check_finite(x: torch.Tensor, name: str, fix: str, neg_inf: bool = False):
+    "Refuse NaN and +inf in `x` (and -inf unless `neg_inf`), naming `name`; `fix` says what to do."
+    if x.device.type == 'cpu' and x.isfinite().all():       # the usual case, in one pass (reading is free on the CPU)
+        return
+    bad = (x.isnan() | (x == math.inf)) if neg_inf else ~x.isfinite()
+    allowed = "finite values or -inf" if neg_inf else "finite values"
+    _require(~bad.any(), f"{name} has NaN or inf entries: want {allowed}; {fix}", lambda: _where_bad(bad, x))
+
+def _foreign(w: torch.Tensor) -> torch.Tensor:
+    "The classes at each row's least target weight (the last tier of the chain): every other class is labelled."
+    return w == w.amin(1, keepdim=True)
+
+# %% ../nbs/04_calibration.ipynb #a7d3c904
+def _masked(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The classes whose projection is -inf: the -inf scores, and every class that the target ranks below one of them
+    (the chain's tail from its first -inf)."""
+    neg = t == -math.inf
+    return neg | (w < torch.where(neg, w, -math.inf).amax(1, keepdim=True))
 
 def isotonic_calibrate(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The exact L2 projection of `scores` [B, C] onto the order of `target` [B, C]:
-    `target_i > target_j` => `q_i >= q_j`, classes of equal target unconstrained.
-    Same dtype and device as `scores`; inputs untouched; no autograd graph."""
-    check_pair(scores, target)
-    if target.device != scores.device:
-        raise ValueError(f"scores on {scores.device} but target on {target.device}")
-    if not scores.is_floating_point():
-        raise TypeError(f"scores must be floating point, not {scores.dtype}")
+    """The exact L2 projection of `scores` onto the order of `target`, row by row.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        `[B, C]` floating-point scores, e.g. the teacher's logits. `-inf` (a masked class) is allowed; NaN and `+inf`
+        are refused.
+    target : torch.Tensor
+        `[B, C]` class weights on the device of `scores`: the mixed target of Mixup or CutMix, k-way mixes, label
+        smoothing, one-hot rows. Only its order is used: `target_i > target_j` requires `q_i >= q_j`, classes of equal
+        weight are unconstrained.
+
+    Returns
+    -------
+    torch.Tensor
+        `q`, `[B, C]`, in the dtype and on the device of `scores` (computed in float32, float64 for float64 scores);
+        no autograd graph; the inputs are left as they are. Where `scores` has `-inf`, `q` is the limit of the
+        projection: `-inf` for that class and every class the target ranks below it (or below it among its equals),
+        and elsewhere the projection of the other scores alone, so a masked class at the row's least weight changes
+        nothing else.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument and what to pass instead (tuples, numpy arrays, integer scores, integer labels as
+        `target`, shapes, devices). NaN and `+inf` in `scores`, and non-finite `target`, are refused as described
+        above: at once on the CPU, through `torch._assert_async` (no host sync) on an accelerator.
+    """
+    _check_scores(scores, 'scores')
+    _check_target(target, scores)
     t, w = scores.detach().to(_compute_dtype(scores.dtype)), target.detach()
     if t.numel() == 0 or t.shape[1] < 2:
         return t.clone().to(scores.dtype)
-    out = _calibrate(t, w, 'cpu' if t.device.type == 'cpu' else 'general')
-    return out.to(scores.dtype)
+    _check_finite(t, 'scores', "mask a class with -inf, not NaN", neg_inf=True)
+    _check_finite(w, 'target', "pass the batch's class weights")
+    if t.device.type == 'cpu':
+        if not t.isneginf().any():                  # reading it is free on the CPU: no mask, nothing more to do
+            return _calibrate(t, w, 'cpu').to(scores.dtype)
+    # the masked tail gets a value below every other score of its row: the projection never pools it (the same
+    # tensors, to the bit, where nothing is masked)
+    dead = _masked(t, w)
+    lo, hi = torch.where(dead, math.inf, t).amin(1, keepdim=True), torch.where(dead, -math.inf, t).amax(1, keepdim=True)
+    floor = (lo - (hi - lo) - 1).nan_to_num(0., 0., 0.)
+    out = _calibrate(torch.where(dead, floor, t), w, 'cpu' if t.device.type == 'cpu' else 'general')
+    return torch.where(dead, -math.inf, out).to(scores.dtype)
 
 # %% ../nbs/04_calibration.ipynb #19738c2a
 def _tier_rows(w: np.ndarray):
@@ -240,12 +341,37 @@ def isotonic_reference(scores, target, solver: str = 'auto', rows_per_problem: i
 
 # %% ../nbs/04_calibration.ipynb #9594a820
 def isotonic_penalty(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    "KD-p's order penalty P(z) on the student's probabilities: a differentiable scalar."
-    if student_logits.ndim != 2 or target.shape != student_logits.shape:
-        raise ValueError(f"logits {tuple(student_logits.shape)} and target {tuple(target.shape)}: "
-                         f"want two [B, C] tensors of one shape")
+    """KD-p's order penalty P(z) on the student's probabilities.
+
+    Parameters
+    ----------
+    student_logits : torch.Tensor
+        `[B, C]` floating-point logits `z`; computed in float32 (float64 for float64 logits). Non-finite logits give a
+        non-finite penalty (as they give a non-finite cross-entropy), which a training loop's loss check reports.
+    target : torch.Tensor
+        `[B, C]` class weights on the same device. The labelled classes are those above the row's least weight, so
+        label smoothing, k-way mixes and a class mixed with itself give the penalty of the unsmoothed target.
+
+    Returns
+    -------
+    torch.Tensor
+        A differentiable scalar: the mean over rows of relu(max foreign p - min labelled p) plus the mean of
+        relu(max p of the other labels - min p of the largest weight's classes). An empty batch gives 0, with a zero
+        gradient.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument and the fix, as `isotonic_calibrate`; a non-finite `target` is refused (at once on the
+        CPU, through `torch._assert_async` on an accelerator).
+    """
+    _check_scores(student_logits, 'student_logits')
+    _check_target(target, student_logits, 'student_logits')
     p = student_logits.to(_compute_dtype(student_logits.dtype)).softmax(1)
-    S, top = target > 0, target == target.amax(1, keepdim=True)
+    if len(p) == 0:
+        return p.sum() * 0.
+    _check_finite(target.detach(), 'target', "pass the batch's class weights")
+    S, top = ~_foreign(target), target == target.amax(1, keepdim=True)
     lo, hi = -1.0, 2.0                                          # outside [0, 1]: an empty max or min adds 0
     first = torch.relu(torch.where(S, lo, p).amax(1) - torch.where(S, p, hi).amin(1))
     second = torch.relu(torch.where(S & ~top, p, lo).amax(1) - torch.where(S & top, p, hi).amin(1))
@@ -271,7 +397,8 @@ def _pair_sums(t, w):
     # chunks of rows: memory only
     for i in range(0, B, step):
         fixed = w[i:i + step, :, None] > w[i:i + step, None, :]
-        d = torch.sign(t[i:i + step, :, None] - t[i:i + step, None, :]) * fixed
+        # -inf against -inf is a tie (0), not NaN
+        d = torch.sign(t[i:i + step, :, None] - t[i:i + step, None, :]).nan_to_num_(0.) * fixed
         pairs.append(fixed.sum((1, 2)))
         net.append(d.sum((1, 2)))
         bad.append((d < 0).flatten(1).any(1))
@@ -295,9 +422,14 @@ def _pair_sums_by_tier(t, tiers):
 
 def _order_sums(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     "The sums behind `order_stats` (`_ORDER_SUMS`, float64, on the device of `scores`)."
-    check_pair(scores, target)
+    _check_scores(scores, 'scores')
+    _check_target(target, scores)
     t, w = scores.detach().to(_compute_dtype(scores.dtype)), target.detach()
     B, C = t.shape
+    _check_finite(t, 'scores', "NaN and +inf have no order", neg_inf=True)
+    _check_finite(w, 'target', "pass the batch's class weights")
+    if B == 0:                                       # an empty batch adds nothing
+        return torch.zeros(len(_ORDER_SUMS), dtype=torch.float64, device=t.device)
     # on a GPU every pair is compared: choosing by the number of tiers would read the device on every step
     tiers = _tier_ranks(w) if t.device.type == 'cpu' else None
     by_tier = tiers is not None and tiers.max() < _MAX_TIERS
@@ -305,7 +437,7 @@ def _order_sums(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     has = pairs > 0
     tau_sum = torch.where(has, net / pairs.clamp_min(1), 0.).sum()
     k = min(2, C)
-    labels = (w >= w.topk(k, 1).values[:, -1:]) & (w > w.amin(1, keepdim=True))
+    labels = (w >= w.topk(k, 1).values[:, -1:]) & ~_foreign(w)
     labels |= ~labels.any(1, keepdim=True)
     hit = labels.gather(1, t.topk(k, 1).indices).any(1)
     rows = torch.full((), B, device=t.device)
@@ -315,11 +447,27 @@ def _ratios(sums: torch.Tensor) -> dict:
     "`order_stats`' three ratios from its sums (tau is nan when no row has an ordered pair)."
     tau_sum, with_pairs, hits, violations, rows = sums.tolist()
     tau = tau_sum / with_pairs if with_pairs else math.nan
-    return dict(kendall_tau=tau, top2_ratio=hits / rows, violation_rate=violations / rows)
+    # an empty batch: nan, not a division by zero
+    return dict(kendall_tau=tau, top2_ratio=hits / rows if rows else math.nan,
+                violation_rate=violations / rows if rows else math.nan)
 
 def order_stats(scores: torch.Tensor, target: torch.Tensor) -> dict:
-    """Kendall tau over the pairs the target orders, the share of rows with a mixed label in the top 2,
-    the share with a violation."""
+    """How well `scores` keep the order of `target` (the paper's Fig. 1).
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        `[B, C]` floating-point scores; `-inf` counts as a tie with `-inf`, NaN and `+inf` are refused.
+    target : torch.Tensor
+        `[B, C]` finite class weights on the same device.
+
+    Returns
+    -------
+    dict
+        `kendall_tau` over the class pairs the target orders (nan when no row has one), `top2_ratio` the share of rows
+        with a labelled class in the top 2, `violation_rate` the share with a discordant pair (nan for an empty batch).
+        Plain floats: this reads the device once, at the end.
+    """
     return _ratios(_order_sums(scores, target))
 
 # %% ../nbs/04_calibration.ipynb #d989518a
@@ -351,9 +499,10 @@ def order_classes(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Each row's kind of order violation as an index into `ORDER_CLASSES`: 0 when `scores` respect the order of
     `target`, 1 when only labelled classes (weight above the row's least) are out of order among themselves, 2 when
     a foreign class (the least weight) scores above a labelled one."""
-    check_pair(scores, target)
+    _check_scores(scores, 'scores')
+    _check_target(target, scores)
     t, w = scores.detach().float(), target.detach()
-    labelled = w > w.amin(1, keepdim=True)
+    labelled = ~_foreign(w)
     # the lowest labelled score against the highest foreign one
     lowest_label = torch.where(labelled, t, math.inf).amin(1)
     highest_foreign = torch.where(labelled, -math.inf, t).amax(1)

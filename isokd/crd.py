@@ -6,6 +6,8 @@
 from __future__ import annotations
 import math
 
+import numpy as np
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,10 +15,11 @@ import torch.distributed as dist
 
 from .core import check_range, check_int, dist_info
 from .kd import KD, KDLoss, StepOutput
+from .calibration import _check_tensor, _check_finite, _require, _where_bad
 
 # %% auto #0
-__all__ = ['BETA', 'FEAT_DIM', 'NCE_N', 'NCE_T', 'NCE_M', 'Embed', 'max_negatives', 'check_nce_n', 'ContrastMemory', 'nce_loss',
-           'check_crd_params', 'CRDLoss', 'CRD']
+__all__ = ['BETA', 'FEAT_DIM', 'NCE_N', 'NCE_T', 'NCE_M', 'Embed', 'max_negatives', 'check_nce_n', 'check_labels',
+           'ContrastMemory', 'nce_loss', 'check_crd_params', 'CRDLoss', 'CRD']
 
 # %% ../nbs/06_crd.ipynb #9087059d
 BETA, FEAT_DIM, NCE_N, NCE_T, NCE_M = 0.8, 128, 16384, 0.07, 0.5
@@ -54,13 +57,29 @@ def _gather(t: torch.Tensor) -> torch.Tensor:
     dist.all_gather(out, t.contiguous())
     return torch.cat(out)
 
+def check_labels(labels) -> torch.Tensor:
+    "`labels` as a `[N]` int64 tensor of class indices >= 0, or a `ValueError`/`TypeError` that says what to pass."
+    if isinstance(labels, (list, tuple)) and not (labels and torch.is_tensor(labels[0])):
+        labels = torch.as_tensor(labels)
+    labels = torch.from_numpy(labels) if isinstance(labels, np.ndarray) else labels
+    _check_tensor(labels, 'labels', "pass the [N] class labels of the training set")
+    if labels.ndim != 1 or not len(labels):
+        raise ValueError(f"labels has shape {tuple(labels.shape)}: want [N], the class label of each of the N training "
+                         f"images (for one-hot rows, pass labels.argmax(1))")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels has dtype {labels.dtype}: want integer class labels; pass labels.long()")
+    if (labels < 0).any():
+        raise ValueError(f"labels has negative entries{_where_bad((labels < 0)[:, None], labels[:, None])}: want class "
+                         f"indices >= 0")
+    return labels.long()
+
 class ContrastMemory(nn.Module):
     """Momentum memory banks of student and teacher embeddings, keyed by dataset index,
     with class-aware negative sampling."""
     def __init__(self, feat_dim: int, labels: torch.Tensor, nce_n: int = NCE_N, nce_t: float = NCE_T,
                  nce_m: float = NCE_M):
         super().__init__()
-        labels = torch.as_tensor(labels).long()
+        labels = check_labels(labels)
         check_nce_n(nce_n, labels)
         self.n_data, self.feat_dim, self.nce_n, self.nce_t, self.nce_m = len(labels), feat_dim, nce_n, nce_t, nce_m
         self.dense = self.n_data <= 32 * (nce_n + 1)   # how the scores are taken (see above)
@@ -147,15 +166,85 @@ def check_crd_params(feat_dim, nce_n, nce_t, nce_m, beta=0.):
     check_range('nce_m', nce_m, 0, 1)
 
 class CRDLoss(nn.Module):
-    "CRD between student features `f_s` and teacher features `f_t` of the samples `index` (RepDistiller's `CRDLoss`)."
+    """CRD between student features `f_s` and teacher features `f_t` of the samples `index` (RepDistiller's `CRDLoss`).
+
+    Parameters
+    ----------
+    s_dim, t_dim : int
+        The student's and the teacher's feature sizes (pooled features, `[B, s_dim]` and `[B, t_dim]`).
+    labels : torch.Tensor
+        `[N]` integer class labels of the whole training set; `index` in a call points into them.
+    feat_dim, nce_n, nce_t, nce_m : int, int, float, float
+        The embedding size, the negatives per sample (at most `max_negatives(labels)`), the NCE temperature and the
+        memory momentum.
+
+    Calling it with `(f_s, f_t, index, contrast_idx=None)` returns the scalar loss (float32, autocast off) and then
+    updates the memory bank. The teacher's features are used as given (detach them, or compute them under
+    `torch.no_grad`). A batch that `check_batch` refuses (non-finite features, an empty batch, wrong sizes, indices
+    out of range) raises before the bank or `Z` is touched, so the next clean batch sees the memory as it was.
+    """
     def __init__(self, s_dim: int, t_dim: int, labels: torch.Tensor, feat_dim: int = FEAT_DIM, nce_n: int = NCE_N,
                  nce_t: float = NCE_T, nce_m: float = NCE_M):
         super().__init__()
         check_crd_params(feat_dim, nce_n, nce_t, nce_m)
+        check_int('s_dim', s_dim)
+        check_int('t_dim', t_dim)
+        self.s_dim, self.t_dim = s_dim, t_dim
         self.embed_s, self.embed_t = Embed(s_dim, feat_dim), Embed(t_dim, feat_dim)
         self.memory = ContrastMemory(feat_dim, labels, nce_n, nce_t, nce_m)
 
+    def check_batch(self, f_s, f_t, index, contrast_idx=None):
+        """Raise `TypeError`/`ValueError` naming the argument and what to pass, before the memory bank or `Z` is
+        touched, unless the batch is one CRD can learn from: features `[B, s_dim]` and `[B, t_dim]` (or `[B, d, 1, 1]`),
+        finite, B >= 1, and `index` `[B]` integer dataset indices in `[0, N)`, all on the module's device. Shapes,
+        dtypes and devices cost nothing; the values are read at once on the CPU and checked through
+        `torch._assert_async` (no host sync, the bank untouched) on an accelerator."""
+        device, n = self.memory.memory_s.device, self.memory.n_data
+        for name, f, dim, side, arg in (('f_s', f_s, self.s_dim, 'student', 's_dim'),
+                                        ('f_t', f_t, self.t_dim, 'teacher', 't_dim')):
+            _check_tensor(f, name, "for a model that returns (logits, features), pass its features, output[1]")
+            if f.ndim < 2 or f[:0].flatten(1).shape[1] != dim:
+                got = f"{f[:0].flatten(1).shape[1]} features per sample" if f.ndim >= 2 else f"shape {tuple(f.shape)}"
+                raise ValueError(f"{name} has {got}, but this CRDLoss was built for {dim} ({arg}={dim}): pass the "
+                                 f"{side}'s pooled features [B, {dim}], or build CRDLoss for the {side}'s feature size")
+            if not f.is_floating_point():
+                raise TypeError(f"{name} has dtype {f.dtype}: want floating-point features; pass {name}.float()")
+            if f.device != device:
+                raise ValueError(f"{name} is on {f.device} but this CRDLoss on {device}: move one of them "
+                                 f"(crd_loss.to({name}.device))")
+        if len(f_s) == 0:
+            raise ValueError("an empty batch (f_s has 0 rows): CRD needs at least one sample; skip the step (the "
+                             "memory bank and Z are left as they are)")
+        if len(f_t) != len(f_s):
+            raise ValueError(f"f_s has {len(f_s)} rows but f_t {len(f_t)}: want the student's and the teacher's "
+                             f"features of the same batch")
+        _check_tensor(index, 'index', "pass the batch's dataset indices as one tensor")
+        if tuple(index.shape) != (len(f_s),):
+            raise ValueError(f"index has shape {tuple(index.shape)} for a batch of {len(f_s)}: want [B], the dataset "
+                             f"index of each row (the image that row keeps, x_a under mixing)")
+        if index.is_floating_point() or index.dtype == torch.bool:
+            raise TypeError(f"index has dtype {index.dtype}: want the integer dataset indices; pass index.long()")
+        if index.device != device:
+            raise ValueError(f"index is on {index.device} but this CRDLoss on {device}: pass index.to({device!r})")
+        if contrast_idx is not None:
+            _check_tensor(contrast_idx, 'contrast_idx', "pass one [B, 1 + K] tensor")
+            if contrast_idx.ndim != 2 or len(contrast_idx) != len(f_s) or contrast_idx.shape[1] < 2 \
+                    or contrast_idx.is_floating_point() or contrast_idx.device != device:
+                raise ValueError(f"contrast_idx has shape {tuple(contrast_idx.shape)}, dtype {contrast_idx.dtype} on "
+                                 f"{contrast_idx.device}: want [B, 1 + K] integer dataset indices on {device} "
+                                 f"(column 0 the positive), or None to draw them")
+        for name, ids in (('index', index), ('contrast_idx', contrast_idx)):
+            if ids is not None:
+                out = (ids < 0) | (ids >= n)
+                _require(~out.any(), f"{name} holds dataset indices outside [0, {n}): want indices into the {n} "
+                         f"labels this CRDLoss was built with", lambda: _where_bad(out.reshape(len(out), -1),
+                                                                                  ids.reshape(len(ids), -1)))
+        _check_finite(f_s.detach(), 'f_s', "the student's features must be finite (check its forward pass)")
+        _check_finite(f_t.detach(), 'f_t', "the teacher's features must be finite")
+
     def forward(self, f_s, f_t, index, contrast_idx=None) -> torch.Tensor:
+        "The CRD loss of the batch (a scalar); then the memory update. A refused batch (`check_batch`) changes nothing."
+        self.check_batch(f_s, f_t, index, contrast_idx)
         with torch.autocast(f_s.device.type, enabled=False):   # float32: exp(score / 0.07) wants it
             v_s, v_t = self.embed_s(f_s.float()), self.embed_t(f_t.float())
             log_p_s, log_p_t = self.memory(v_s, v_t, index, contrast_idx)

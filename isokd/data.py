@@ -17,12 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import check_choice, check_int, data_root, epoch_seed
+from .core import check_choice, check_int, data_root, epoch_seed, file_sha256
 
 # %% auto #0
 __all__ = ['DEBIAN_FASHION_MNIST', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASETS', 'BUILTIN_DATASETS', 'VALIDATION_SEED',
-           'VALIDATION_SPLITS', 'DATASET_NAME', 'STREAM_ABOVE', 'ImageData', 'read_idx', 'synthetic_data', 'FolderSpec',
-           'stratified_subset', 'load_data', 'random_crop_flip', 'DeviceLoader', 'register_dataset',
+           'VALIDATION_SPLITS', 'PAIRS_TEST_SEED', 'DATASET_NAME', 'STREAM_ABOVE', 'ImageData', 'read_idx',
+           'fashion_mnist_files', 'synthetic_data', 'FolderSpec', 'PairSpec', 'stratified_subset', 'load_data',
+           'data_files_sha256', 'pair_indices', 'pair_splits', 'random_crop_flip', 'DeviceLoader', 'register_dataset',
            'read_image_folder', 'check_images', 'scan_image_folder', 'folder_transform', 'StreamImages',
            'loader_workers', 'StreamLoader', 'FolderData', 'register_image_folder']
 
@@ -94,18 +95,21 @@ def read_idx(path) -> torch.Tensor:
     shape = tuple(int.from_bytes(data[4 + 4*i: 8 + 4*i], 'big') for i in range(ndim))
     return torch.frombuffer(bytearray(data[4 + 4*ndim:]), dtype=torch.uint8).reshape(shape)
 
-def _fashion_mnist(root, download=False):
+# %% ../nbs/01_data.ipynb #73d4b5ae
+def fashion_mnist_files(root) -> list[Path]:
+    "The four IDX files of Fashion-MNIST: under `root`/FashionMNIST/raw (torchvision's layout), else Debian's package."
     parts = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
     for folder in (Path(root)/'FashionMNIST'/'raw', DEBIAN_FASHION_MNIST):
         found = [next((folder/(p + s) for s in ('', '.gz') if (folder/(p + s)).is_file()), None) for p in parts]
         if all(found):
-            break
-    else:
-        raise FileNotFoundError(
-            f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST} or {Path(root)/'FashionMNIST'/'raw'}. "
-            f"On Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (as root); elsewhere put the four IDX files "
-            f"({', '.join(parts)}, optionally .gz) in {Path(root)/'FashionMNIST'/'raw'}.")
-    xtr, ytr, xte, yte = map(read_idx, found)
+            return found
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST} or {Path(root)/'FashionMNIST'/'raw'}. "
+        f"On Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (as root); elsewhere put the four IDX files "
+        f"({', '.join(parts)}, optionally .gz) in {Path(root)/'FashionMNIST'/'raw'}.")
+
+def _fashion_mnist(root, download=False):
+    xtr, ytr, xte, yte = map(read_idx, fashion_mnist_files(root))
     return xtr[:, None], ytr.long(), xte[:, None], yte.long()
 
 # %% ../nbs/01_data.ipynb #5450a77b
@@ -139,14 +143,26 @@ class FolderSpec:
     # the side of the training crop and of the evaluation's centre crop (from a resize to size * 256 / 224)
     size: int = 224
 
+# %% ../nbs/01_data.ipynb #7e9fc73a
+@dataclass(frozen=True)
+class PairSpec:
+    "Ordered pairs (a, b) of another in-memory dataset's images, as the channels of one image, labelled K * a + b."
+    # the dataset whose images are paired; its K classes give K * K pair classes
+    source: str = 'fashion_mnist'
+    # each test image is the first item of `test_rounds` test pairs and the second item of as many
+    test_rounds: int = 2
+
 # %% ../nbs/01_data.ipynb #c014ffc3
-# name: (loader(root), classes, mean, std, crop padding of the training augmentation), or a FolderSpec (streamed)
+# name: (loader(root), classes, mean, std, crop padding of the training augmentation), a FolderSpec (streamed), or a
+# PairSpec (pairs of another's images, built in memory)
 DATASETS = {
     'cifar100': (lambda root: _cifar('cifar100', root), 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 4),
     'cifar10': (lambda root: _cifar('cifar10', root), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4),
     'fashion_mnist': (_fashion_mnist, 10, (0.2860,), (0.3530,), 0),
     'synthetic': (lambda root: synthetic_data(), 10, (0.5,) * 3, (0.25,) * 3, 4),
     'imagenet': FolderSpec(),
+    # the issue's name: a hyphen is legal in DATASET_NAME, and nothing parses run folder names
+    'fashion-pairs': PairSpec('fashion_mnist'),
 }
 # the names that `register_dataset` may not take
 BUILTIN_DATASETS = tuple(DATASETS)
@@ -175,7 +191,8 @@ def stratified_subset(y: torch.Tensor, n: int | None, seed: int = 0) -> torch.Te
 VALIDATION_SEED = 2**31 - 1
 # training images held out for validation by default: Fashion-MNIST's cpu-scale study chooses and stops on them;
 # CIFAR keeps the authors' protocol (the test set every epoch), the synthetic set is for tests
-VALIDATION_SPLITS = {'fashion_mnist': 5000}
+# fashion-pairs holds out the same 5,000 images, and pairs each of them once as the first and once as the second item
+VALIDATION_SPLITS = {'fashion_mnist': 5000, 'fashion-pairs': 5000}
 
 @functools.lru_cache(maxsize=2)
 def _read(name: str, root: Path) -> tuple:
@@ -199,7 +216,8 @@ def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None
     """The dataset `name` as an `ImageData`: optionally a stratified `n_train` subset chosen by `seed` (each seed its
     own), a stratified `n_test` subset (the same whatever the seed, so that runs are compared on the same images), and
     `n_val` training images held out for validation (the same whatever the seed; never in the training subset;
-    None: the dataset's `VALIDATION_SPLITS`, else none). A streamed dataset (a `FolderSpec`) comes as a `FolderData`:
+    None: the dataset's `VALIDATION_SPLITS`, else none). Pairs (a `PairSpec`) count pairs: `n_val` held-out images
+    give `n_val` validation pairs (`pair_splits`). A streamed dataset (a `FolderSpec`) comes as a `FolderData`:
     `image_size` is its crop (None: the spec's), `verify` checks that each of its files opens as an image."""
     check_choice('dataset', name, tuple(DATASETS))
     for k, v in (('n_train', n_train), ('n_test', n_test)):
@@ -213,12 +231,91 @@ def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None
     if image_size is not None:
         raise ValueError(f"image_size={image_size} sets the crop of a streamed image folder; {name!r} is held in "
                          f"memory at its own size: leave image_size None")
+    if isinstance(DATASETS[name], PairSpec):
+        return _load_pairs(name, DATASETS[name], root, n_train, n_test, seed, n_val)
     _, classes, mean, std, pad = DATASETS[name]
     # a study's pre-flight and its report load one dataset for many seeds: the files are read once
     xtr, ytr, xte, yte = _read(name, data_root(root))
     itr, ite, ival = _split_indices(name, ytr, yte, n_train, n_test, seed, n_val)
     val = dict(x_val=xtr[ival], y_val=ytr[ival]) if n_val else {}
     return ImageData(name, xtr[itr], ytr[itr], xte[ite], yte[ite], classes, mean, std, pad, **val)
+
+# %% ../nbs/01_data.ipynb #9c265a70
+def data_files_sha256(name: str, root=None) -> dict:
+    "The sha256 of each file an in-memory dataset is read from: Fashion-MNIST's four for it and its pairs, else none."
+    spec = DATASETS.get(name)
+    source = spec.source if isinstance(spec, PairSpec) else name
+    files = fashion_mnist_files(data_root(root)) if source == 'fashion_mnist' else []
+    return {path.name: file_sha256(path) for path in files}
+
+# %% ../nbs/01_data.ipynb #66c14f80
+def pair_indices(y: torch.Tensor,  # the labels of the images to pair, 0..num_classes-1
+                 rounds: int = 1,  # each image is the first item of `rounds` pairs and the second item of as many
+                 seed: int = 0,
+                 num_classes: int | None = None,  # None: one more than the largest label
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Indices `(first, second)` into `y` of pairs drawn in `rounds` rounds by `seed`, every pair class equally often."
+    K = int(y.max()) + 1 if num_classes is None else num_classes
+    counts = torch.bincount(y, minlength=K)
+    per = int(counts.min()) // K
+    if per < 2:
+        raise ValueError(f"pairs of {K} classes need at least {2 * K} images of every class (two per group, so that "
+                         f"no image meets itself); the smallest class has {int(counts.min())}")
+    g = torch.Generator().manual_seed(seed)
+    members = [torch.where(y == c)[0] for c in range(K)]
+    firsts, seconds = [], []
+    for _ in range(rounds):
+        # each class's images in a new order, cut into K groups of `per`: group b of class a meets class b
+        groups = torch.stack([m[torch.randperm(len(m), generator=g)[:K * per]].view(K, per) for m in members])
+        firsts.append(groups.reshape(-1))
+        # the second items of (a, b): class b's group a, shifted by one so that in (a, a) no image meets itself
+        seconds.append(groups.transpose(0, 1).roll(1, dims=2).reshape(-1))
+    return torch.cat(firsts), torch.cat(seconds)
+
+# %% ../nbs/01_data.ipynb #6e3b1866
+# the seed of the test pairs (the validation pairs take VALIDATION_SEED)
+PAIRS_TEST_SEED = 2**31 - 2
+
+def _pairs_of(y, n, seed, rounds, num_classes, split) -> tuple[torch.Tensor, torch.Tensor]:
+    "`n` pairs (None: all) of `rounds` rounds or more of the images labelled `y`, stratified over the pair classes."
+    per_round = num_classes ** 2 * (int(torch.bincount(y, minlength=num_classes).min()) // num_classes)
+    if n is not None and per_round:
+        rounds = max(rounds, math.ceil(n / per_round))
+    try:
+        first, second = pair_indices(y, rounds, seed, num_classes)
+    except ValueError as e:
+        raise ValueError(f"the {split} pairs: {e}") from None
+    keep = stratified_subset(num_classes * y[first] + y[second], n, seed)
+    return first[keep], second[keep]
+
+def pair_splits(ytr: torch.Tensor, yte: torch.Tensor, num_classes: int, n_train: int | None = None,
+                n_test: int | None = None, seed: int = 0, n_val: int = 0, test_rounds: int = 2) -> dict:
+    """`{'train', 'val', 'test'}`: each split's pairs as `(first, second)` indices into the source's training images
+    (train, val) or test images (test); 'val' is None when `n_val` is 0."""
+    pool, _, held = _split_indices('the source of the pairs', ytr, yte, None, None, 0, n_val)
+    train = _pairs_of(ytr[pool], n_train, seed, 1, num_classes, 'training')
+    splits = dict(train=(pool[train[0]], pool[train[1]]), val=None,
+                  test=_pairs_of(yte, n_test, PAIRS_TEST_SEED, test_rounds, num_classes, 'test'))
+    if n_val:
+        val = _pairs_of(ytr[held], n_val, VALIDATION_SEED, 1, num_classes, 'validation')
+        splits['val'] = (held[val[0]], held[val[1]])
+    return splits
+
+def _load_pairs(name, spec: PairSpec, root, n_train, n_test, seed, n_val) -> ImageData:
+    "`load_data` of a `PairSpec`: the pairs of `pair_splits`, the two items as the channels of one image."
+    source = DATASETS.get(spec.source)
+    if not isinstance(source, tuple):
+        raise ValueError(f"{name!r} pairs the images of {spec.source!r}, which is not a dataset held in memory")
+    _, classes, mean, std, pad = source
+    xtr, ytr, xte, yte = _read(spec.source, data_root(root))
+    splits = pair_splits(ytr, yte, classes, n_train, n_test, seed, n_val, spec.test_rounds)
+
+    def pairs(x, y, split):
+        first, second = splits[split]
+        return torch.cat([x[first], x[second]], dim=1), classes * y[first] + y[second]
+    val = dict(zip(('x_val', 'y_val'), pairs(xtr, ytr, 'val'))) if n_val else {}
+    return ImageData(name, *pairs(xtr, ytr, 'train'), *pairs(xte, yte, 'test'), classes ** 2, mean * 2, std * 2, pad,
+                     **val)
 
 # %% ../nbs/01_data.ipynb #b1d436e1
 def random_crop_flip(x: torch.Tensor, pad: int = 4, generator=None) -> torch.Tensor:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/05_kd.ipynb #b5726ba1
 from __future__ import annotations
+import math
 from typing import NamedTuple
 
 import torch
@@ -11,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import check_choice, check_range
-from .calibration import check_pair, isotonic_calibrate, isotonic_penalty
+from .calibration import (check_pair, isotonic_calibrate, isotonic_penalty, _check_scores, _check_target,
+                               _check_tensor, _check_finite, _compute_dtype, _require, _where_bad)
 
 # %% auto #0
 __all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHOD_TABLE', 'METHODS', 'EXTRA_TERMS', 'TEACHER_TARGETS', 'ISOTONIC_MODES', 'kd_div',
@@ -19,11 +21,14 @@ __all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHOD_TABLE', 'METHODS', 'EXTRA_TERM
 
 # %% ../nbs/05_kd.ipynb #5222a8f8
 def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    "`T^2 * KL(softmax(t/T) || softmax(z/T))` of `[B, C]` logits, batch mean: the distillation term (float32)."
+    """`T^2 * KL(softmax(t/T) || softmax(z/T))` of `[B, C]` logits, batch mean: the distillation term, in float32
+    whatever the logits' dtype. A class the teacher masks (`-inf`) adds 0; an empty batch gives 0."""
     T = temperature
     student_log_p = F.log_softmax(student_logits.float() / T, 1)
     teacher_log_p = F.log_softmax(teacher_logits.float() / T, 1)
-    return F.kl_div(student_log_p, teacher_log_p, reduction='batchmean', log_target=True) * T * T
+    terms = F.kl_div(student_log_p, teacher_log_p, reduction='none', log_target=True)
+    # 0 * log(0 / q) is 0, not the NaN of 0 * -inf (the same bits as reduction='batchmean' elsewhere)
+    return torch.where(teacher_log_p == -math.inf, 0., terms).sum() / max(len(terms), 1) * T * T
 
 # %% ../nbs/05_kd.ipynb #59c0afdd
 TEMPERATURE, ALPHA, RHO = 4.5, 0.95, 2.0
@@ -67,50 +72,92 @@ class LossOutput(NamedTuple):
     # KD-i's IR(t), which the teacher's order statistics reuse rather than compute again; else None
     calibrated: torch.Tensor | None = None
 
-def _soft_target(target: torch.Tensor, logits: torch.Tensor, method: str) -> torch.Tensor:
-    "The `[B, C]` float target: integer labels become one-hot (a clean batch, which the order terms cannot use)."
-    if target.is_floating_point():
+def _soft_target(target, logits: torch.Tensor, method: str) -> torch.Tensor:
+    "The `[B, C]` float target: integer labels `[B]` become one-hot rows (a clean batch), for `method='kd'` only."
+    _check_tensor(target, 'target', "pass the [B, C] class weights")
+    if target.is_floating_point() or target.ndim != 1:
+        _check_target(target, logits, 'student_logits')
         return target
     if method != 'kd':
-        raise ValueError(f"method={method!r} needs the mixed target of the batch ([B, C] class weights from Mixup or "
-                         f"CutMix), not integer labels; a clean batch has nothing to calibrate: use method='kd'")
-    if target.shape != logits.shape[:1]:
-        raise ValueError(f"integer labels of shape {tuple(target.shape)} for logits {tuple(logits.shape)}: want [B]")
-    return F.one_hot(target, logits.shape[1]).to(logits.dtype)
+        raise ValueError(f"method={method!r} needs the mixed target of the batch as [B, C] class weights, not integer "
+                         f"labels: pass the target that Mixup or CutMix return, or F.one_hot(labels, C).float() for a "
+                         f"clean batch (its one label is the whole order)")
+    if target.shape != logits.shape[:1] or target.device != logits.device:
+        raise ValueError(f"integer labels target {tuple(target.shape)} on {target.device} for student_logits "
+                         f"{tuple(logits.shape)} on {logits.device}: want [B] labels on the logits' device")
+    C = logits.shape[1]
+    _require(((target >= 0) & (target < C)).all(), f"target holds labels outside 0..{C - 1}: want class indices "
+             f"of the {C} classes of student_logits", lambda: _where_bad(((target < 0) | (target >= C))[:, None],
+                                                                          target[:, None]))
+    return F.one_hot(target, C).to(logits.dtype)
 
-def check_kd_inputs(student_logits, teacher_logits, target, atol: float = 1e-3):
-    "Raise `ValueError` unless the logits are finite `[B, C]` tensors and `target` a distribution over the C classes."
-    check_pair(student_logits, teacher_logits, name='student logits')
-    check_pair(student_logits, target, name='student logits')
-    if not torch.isfinite(teacher_logits).all():
-        raise ValueError("the teacher's logits have non-finite entries")
-    if (target < 0).any():
-        raise ValueError("the target has negative entries; want class weights >= 0")
-    sums = target.float().sum(1)
-    if not torch.allclose(sums, torch.ones_like(sums), atol=atol):
-        worst = (sums - 1).abs().argmax().item()
-        raise ValueError(f"target rows must sum to 1 (a distribution over the classes); row {worst} sums to "
-                         f"{sums[worst].item():.4f}")
+def check_kd_inputs(student_logits, teacher_logits, target, atol: float | None = None):
+    """Raise `ValueError` unless the logits are finite `[B, C]` tensors (the teacher's may be `-inf`, a masked class)
+    and `target` a distribution over the C classes: weights >= 0 whose rows sum to 1 within `atol` (default: 1e-3 or
+    the target dtype's resolution, `finfo.eps`, whichever is larger: 2^-7 for bfloat16). The values are read at once
+    on the CPU, through `torch._assert_async` on an accelerator."""
+    for name, x in (('student_logits', student_logits), ('teacher_logits', teacher_logits)):
+        _check_scores(x, name)
+    check_pair(student_logits, teacher_logits, 'student_logits', 'teacher_logits')
+    _check_target(target, student_logits, 'student_logits')
+    _check_finite(student_logits.detach(), 'student_logits', "check the student's forward pass (a learning rate "
+                  "too high, or an overflow)")
+    _check_finite(teacher_logits.detach(), 'teacher_logits', "mask a class with -inf, never NaN or +inf",
+                  neg_inf=True)
+    w = target.detach()
+    _check_finite(w, 'target', "pass the batch's class weights")
+    _require(~(w < 0).any(), "target has negative entries; want class weights >= 0", lambda: _where_bad(w < 0, w))
+    atol = max(1e-3, torch.finfo(w.dtype).eps) if atol is None else atol
+    sums = w.to(_compute_dtype(w.dtype)).sum(1)
+    off = (sums - 1).abs()
+    _require(~(off > atol).any(), f"target rows must sum to 1 within {atol:.2g} (a distribution over the classes)",
+             lambda: f"; row {off.argmax().item()} sums to {sums[off.argmax()].item():.4f}")
 
 # %% ../nbs/05_kd.ipynb #cdfc701a
 class KDLoss(nn.Module):
-    "KD, KD-i, KD-p or KD-id (KD-i's weight control) of `[B, C]` student and teacher logits against the target."
+    """KD, KD-i, KD-p or KD-id (KD-i's weight control) of `[B, C]` student and teacher logits against the target.
+
+    Parameters
+    ----------
+    method : str
+        'kd' (KD, KD-aug), 'kd-i', 'kd-p' or 'kd-id'.
+    temperature, alpha, rho : float
+        T > 0, the KD weight in [0, 1], and the weight of the order term (>= 0).
+    isotonic_mode : str
+        'add' (the authors' structure) or 'replace' (KD-i as the paper states it).
+    check_inputs : bool
+        Check the values too: finite logits (the teacher's may be `-inf`, a masked class), target weights >= 0 whose
+        rows sum to 1 within the dtype's resolution. Read at once on the CPU; on an accelerator queued with
+        `torch._assert_async` (no host sync; a failure surfaces at the next sync as a device-side assertion). The
+        shape, dtype and device checks cost nothing and always run. The runs pass False: `Mixer`'s targets are valid
+        by construction, and the loop reports a non-finite loss itself.
+
+    Calling it with `(student_logits, teacher_logits, target)` returns a `LossOutput`: the named, weighted terms and
+    their sum. `target` is `[B, C]` class weights, or `[B]` integer labels for 'kd'. The teacher's logits are
+    detached inside: no gradient reaches the teacher through this loss. Every term is computed in float32 (float64
+    for float64 logits), whatever the logits' dtype; under bf16 autocast that is what autocast does already, to the
+    bit. An empty batch gives zero terms with a zero gradient.
+    """
     def __init__(self, method: str = 'kd', temperature: float = TEMPERATURE, alpha: float = ALPHA, rho: float = RHO,
                  isotonic_mode: str = 'add', check_inputs: bool = True):
         super().__init__()
         self.method = check_choice('method', method, METHODS)
         check_kd_params(temperature, alpha, rho, isotonic_mode)
         self.temperature, self.alpha, self.rho, self.isotonic_mode = temperature, alpha, rho, isotonic_mode
-        # the runs feed Mixer's targets and catch non-finite losses themselves; the value checks read the device
         self.check_inputs = check_inputs
 
     def forward(self, student_logits, teacher_logits, target) -> LossOutput:
         "The named losses of the batch and their sum; `target` is `[B, C]` class weights, or `[B]` labels for 'kd'."
+        _check_scores(student_logits, 'student_logits')
+        _check_scores(teacher_logits, 'teacher_logits')
+        check_pair(student_logits, teacher_logits, 'student_logits', 'teacher_logits')
         target = _soft_target(target, student_logits, self.method)
         if self.check_inputs:
             check_kd_inputs(student_logits, teacher_logits, target)
-        z, t, T = student_logits, teacher_logits, self.temperature
-        losses = {'ce': (1 - self.alpha) * F.cross_entropy(z, target)}
+        z, t, T = student_logits, teacher_logits.detach(), self.temperature
+        z32 = z.to(_compute_dtype(z.dtype))            # a no-op for float32 logits and for autocast's bf16 (see above)
+        ce = F.cross_entropy(z32, target.to(z32.dtype)) if len(z) else z32.sum() * 0.
+        losses = {'ce': (1 - self.alpha) * ce}
         teacher_target = TEACHER_TARGETS.get(self.method)
         # the teacher's scores as KD-i (IR(t)) and KD-id (t itself) give them to the order term
         ordered = teacher_target(t, target) if teacher_target else None

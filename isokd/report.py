@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import seaborn as sns
 
-from .core import atomic_write_json
+from .core import atomic_write_json, resolve_path
 from .data import load_data, stratified_subset
 from .models import create_model
 from .mixing import Mixer
@@ -26,10 +26,12 @@ from .plan import CONFIGS, COMPARISONS, SETTINGS, Comparison
 
 # %% auto #0
 __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'overconfidence', 'study_runs',
-           'results_table', 'teacher_order_frame', 'plot_teacher_order', 'study_history', 'plateau', 'regime_checks',
-           'plot_curves', 'reliability_frame', 'plot_reliability', 'reproduction_table', 'paired_delta', 'holm',
-           'comparison_table', 'plot_deltas', 'verdict_lines', 'validation_choice', 'chosen_runs', 'chosen_comparisons',
-           'temperature_scaling', 'plateau_table', 'provenance', 'teacher_ir_frame', 'ir_summary']
+           'results_table', 'run_precision', 'study_teachers', 'teacher_order_frame', 'plot_teacher_order',
+           'study_history', 'plateau', 'regime_checks', 'plot_curves', 'reliability_frame', 'plot_reliability',
+           'prediction_interval', 'reproduction_table', 'delta_reproduction_table', 'miss_probability', 'side_line',
+           'reproduction_lines', 'paired_delta', 'holm', 'comparison_table', 'plot_deltas', 'verdict_lines',
+           'summary_paragraph', 'validation_choice', 'chosen_runs', 'chosen_comparisons', 'temperature_scaling',
+           'plateau_table', 'provenance', 'teacher_ir_frame', 'ir_summary']
 
 # %% ../nbs/10_report.ipynb #365902df
 def history_frame(metrics: dict) -> pd.DataFrame:
@@ -123,7 +125,8 @@ def _extras(m: dict) -> dict:
     return dict(overconf_last=overconfidence(bins) if bins else np.nan,
                 ece_scaled=100 * posthoc.get('test_ece_scaled', np.nan),
                 nll_scaled=posthoc.get('test_nll_scaled', np.nan), temperature=posthoc.get('temperature', np.nan),
-                **{k: v.get(k) for k in ('git_commit', 'git_dirty', 'source_sha256', 'dirty_allowed', 'cpu')})
+                **{k: v.get(k) for k in ('git_commit', 'git_dirty', 'source_sha256', 'dirty_allowed', 'cpu')},
+                precision=run_precision(m), model_sha256=m.get('model_sha256'))
 
 def study_runs(folder) -> pd.DataFrame:
     """One row per finished run of a study folder, accuracies in %: the last epoch's test numbers (top-1, top-5, NLL,
@@ -160,17 +163,66 @@ def results_table(runs: pd.DataFrame,
             table[column] = g[column].agg(_pm)
     return table
 
-# %% ../nbs/10_report.ipynb #bc8de9ce
-def teacher_order_frame(folder) -> pd.DataFrame:
-    """The teachers' order statistics of a study.
+# %% ../nbs/10_report.ipynb #c1e0a7a2
+def run_precision(metrics: dict) -> str | None:
+    """'bf16' or 'fp32': the autocast a run trained in, from its `precision` record; for a run without one, from its
+    `bf16` parameter (None: bf16 on CUDA, fp32 on a CPU) and the device it ran on. None when neither says."""
+    recorded = (metrics.get('precision') or {}).get('autocast')
+    if recorded:
+        return recorded
+    bf16, device = metrics.get('params', {}).get('bf16'), metrics.get('versions', {}).get('device')
+    if bf16 is not None:
+        return 'bf16' if bf16 else 'fp32'
+    if device is None:
+        return None
+    return 'bf16' if str(device).startswith('cuda') else 'fp32'
 
-    One row per teacher seed, samples (clean/mixup/cutmix) and stage (before/after calibration)."""
+# %% ../nbs/10_report.ipynb #bc8de9ce
+def _teacher_places(m: dict) -> list[Path]:
+    "Where a student's teacher run may be: beside the weights it recorded, then its `teacher_path` parameter."
+    recorded, teacher_path = (m.get('teacher') or {}).get('path'), m['params'].get('teacher_path')
+    places = [Path(recorded).parent] if recorded else []
+    # published weights (`torchvision:<weights>`) have no run
+    if teacher_path and not str(teacher_path).startswith('torchvision:'):
+        places.append(resolve_path(teacher_path))
+    return places
+
+def _finished_teacher(place: Path, sha256: str | None) -> dict | None:
+    "The metrics of the finished teacher run in `place` whose weights have `sha256` (any, when None), else None."
+    f = place/'metrics.json'
+    if not f.is_file():
+        return None
+    m = json.loads(f.read_text())
+    return m if m.get('finished') and sha256 in (None, m.get('model_sha256')) else None
+
+def study_teachers(folder) -> dict[Path, dict]:
+    """The finished teacher runs a study's students distilled from (folder -> metrics), found from what each student
+    recorded and checked by the weights' sha256; with no student, the study's own `teacher/seed<k>` runs."""
+    found, students = {}, False
+    for _, m in _finished_runs(folder):
+        if m['params']['kind'] == 'teacher':
+            continue
+        students = True
+        sha256 = (m.get('teacher') or {}).get('model_sha256')
+        for place in _teacher_places(m):
+            if (t := _finished_teacher(place, sha256)) is not None:
+                found.setdefault(place.resolve(), t)
+                break
+    if not students:
+        for f in sorted(Path(folder).glob('teacher/seed*/metrics.json')):
+            if (t := _finished_teacher(f.parent, None)) is not None:
+                found[f.parent.resolve()] = t
+    return dict(sorted(found.items(), key=lambda kv: (kv[1]['params']['seed'], str(kv[0]))))
+
+def teacher_order_frame(folder) -> pd.DataFrame:
+    """The order statistics of the teachers a study's students distilled from (`study_teachers`).
+
+    One row per teacher, samples (clean/mixup/cutmix) and stage (before/after calibration); empty when none is found."""
     rows = []
-    for f in sorted(Path(folder).glob('teacher/seed*/metrics.json')):
-        m = json.loads(f.read_text())
+    for place, m in study_teachers(folder).items():
         for samples, stages in (m.get('order_profile') or {}).items():
             for stage, s in stages.items():
-                rows.append(dict(seed=m['params']['seed'], samples=samples, stage=stage, **s))
+                rows.append(dict(teacher=str(place), seed=m['params']['seed'], samples=samples, stage=stage, **s))
     return pd.DataFrame(rows)
 
 def plot_teacher_order(order: pd.DataFrame):
@@ -190,12 +242,14 @@ def plot_teacher_order(order: pd.DataFrame):
 
 # %% ../nbs/10_report.ipynb #55764ca6
 def study_history(folder) -> pd.DataFrame:
-    "One row per epoch of every finished run of a study: top-1 (%) on the split evaluated every epoch, and seconds."
+    """One row per evaluated epoch of every finished run of a study: top-1 (%) on the split evaluated every epoch, and
+    seconds. An epoch with no evaluation (a run that evaluates every few epochs) has no row."""
     def per_epoch(r):
         return 100 * r['val_acc'] if 'val_acc' in r else 100 * r['test_acc']
     return pd.DataFrame([dict(**run, epoch=r['epoch'], acc=per_epoch(r), seconds=r['seconds'],
                               split='validation' if 'val_acc' in r else 'test')
-                         for run, m in _finished_runs(folder) for r in m['history']])
+                         for run, m in _finished_runs(folder) for r in m['history']
+                         if 'val_acc' in r or 'test_acc' in r])
 
 def plateau(curve: pd.Series) -> tuple[float, float]:
     "Of a per-epoch accuracy curve: best minus last, and the gain over its last quarter of epochs (NaN when empty)."
@@ -204,27 +258,40 @@ def plateau(curve: pd.Series) -> tuple[float, float]:
     quarter = curve.iloc[-max(1, len(curve) // 4) - 1:]
     return curve.max() - curve.iloc[-1], quarter.iloc[-1] - quarter.iloc[0]
 
-def regime_checks(runs: pd.DataFrame, hist: pd.DataFrame, teacher_min: float = 91.0) -> pd.DataFrame:
-    """The three conditions of a study in the paper's regime: a strong teacher (mean top-1 >= `teacher_min`), `kd`
-    trained to a plateau (per-epoch curve: last within 0.5 points of its best; the last quarter gains < 1 point), and
-    mixing that helps plain KD (`kd-mixup` and `kd-cutmix` mean top-1 >= `kd`'s)."""
+def _paired_gain(runs: pd.DataFrame, config: str, baseline: str) -> tuple[float, int]:
+    "Mean top-1 (last epoch) of `config` minus `baseline` over the seeds both have, and how many seeds that is."
+    wide = runs.pivot_table(index='seed', columns='config', values='top1_last', observed=True)
+    if not {config, baseline} <= set(wide.columns):
+        return np.nan, 0
+    d = (wide[config] - wide[baseline]).dropna()
+    return (d.mean() if len(d) else np.nan), len(d)
+
+def regime_checks(runs: pd.DataFrame, hist: pd.DataFrame, teacher_min: float = 91.0,
+                  teacher_top1: float | None = None) -> pd.DataFrame:
+    """The three conditions of a study in the paper's regime: a strong teacher (top-1 >= `teacher_min`: `teacher_top1`,
+    else the mean of the study's own `teacher` runs), `kd` trained to a plateau (per-epoch curve: last within 0.5
+    points of its best; the last quarter gains < 1 point), and mixing that helps plain KD (`kd-mixup` and `kd-cutmix`
+    minus `kd`, paired over the seeds both have: the number of the declared `mixing` comparisons, >= 0)."""
     mean = runs.groupby('config', observed=True).top1_last.mean()
+    teacher = mean.get('teacher', np.nan) if teacher_top1 is None else teacher_top1
     curve = hist[hist.config == 'kd'].groupby('epoch').acc.mean() if len(hist) else pd.Series(dtype=float)
     # a study without `kd` (a subset of the configurations) cannot say: NaN, which holds nothing
     best_minus_last, quarter_gain = plateau(curve)
-    rows = [dict(condition=f'teacher top-1 >= {teacher_min}', value=mean.get('teacher', np.nan),
-                 holds=mean.get('teacher', np.nan) >= teacher_min),
+    rows = [dict(condition=f'teacher top-1 >= {teacher_min}', value=teacher, holds=teacher >= teacher_min),
             dict(condition='kd: best - last epoch (points) <= 0.5', value=best_minus_last,
                  holds=best_minus_last <= 0.5),
             dict(condition='kd: gain over the last quarter of epochs < 1', value=quarter_gain, holds=quarter_gain < 1)]
     for mixed in ('kd-mixup', 'kd-cutmix'):
-        gain = mean.get(mixed, np.nan) - mean.get('kd', np.nan)
-        rows.append(dict(condition=f'{mixed} - kd (points) >= 0', value=gain, holds=gain >= 0))
+        gain, n = _paired_gain(runs, mixed, 'kd')
+        seeds = f"{n} seed{'s' * (n != 1)}"
+        rows.append(dict(condition=f'{mixed} - kd (points, paired over {seeds}) >= 0', value=gain, holds=gain >= 0))
     return pd.DataFrame(rows).set_index('condition').round(3)
 
 def plot_curves(hist: pd.DataFrame):
-    "Top-1 per epoch of every student configuration (mean over seeds), one panel per distiller and mixing."
-    s = hist[hist.kind != 'teacher']
+    "Top-1 per epoch of every student configuration (mean over seeds), one panel per distiller and mixing (or None)."
+    s = hist[hist.kind != 'teacher'] if len(hist) else hist
+    if s.empty:
+        return None
     g = sns.relplot(data=s, x='epoch', y='acc', hue='method', col='mixup', row='kind', kind='line', marker='o',
                     errorbar=None, height=2.8, aspect=1.2, col_order=['none', 'mixup', 'cutmix'])
     g.set_titles('{row_name}, {col_name}')
@@ -265,23 +332,135 @@ def plot_reliability(rel: pd.DataFrame):
     return fig
 
 # %% ../nbs/10_report.ipynb #bffb2a9e
-def reproduction_table(new_folder, committed_folder, seed: int = 0) -> pd.DataFrame:
-    """A new run of a study's seed (`make run`) against the committed study, per configuration: the difference from
-    the committed run of that seed, and whether the new top-1 lies within the committed seeds' range."""
-    new, old = study_runs(new_folder), study_runs(committed_folder)
+def prediction_interval(values, level: float = 0.95) -> dict:
+    """Where one more run falls with probability `level`, from `values` (one per seed): mean ± t(n-1, (1+level)/2) ·
+    sd · sqrt(1 + 1/n), with its half-width; NaN bounds with fewer than two values."""
+    x = pd.Series(values, dtype=float).dropna()
+    n = len(x)
+    mean, sd = (x.mean() if n else np.nan), (x.std(ddof=1) if n > 1 else np.nan)
+    half = stats.t.ppf((1 + level) / 2, n - 1) * sd * np.sqrt(1 + 1 / n) if n > 1 else np.nan
+    return dict(seeds=n, mean=mean, sd=sd, low=mean - half, high=mean + half, half_width=half)
+
+def _inside(value: float, interval: dict) -> bool | None:
+    "Whether `value` lies in a `prediction_interval`; None where there is no interval (fewer than two seeds)."
+    if np.isnan(interval['half_width']) or np.isnan(value):
+        return None
+    return bool(interval['low'] <= value <= interval['high'])
+
+def _study(study) -> pd.DataFrame:
+    return study if isinstance(study, pd.DataFrame) else study_runs(study)
+
+def reproduction_table(new, committed, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """A new run of a study's `seed` (`make run`) against a committed study (each a folder or a `study_runs` frame),
+    per configuration both have: the new last-epoch test top-1, the committed run of that seed and the difference,
+    the committed seeds' `prediction_interval` and whether the new value is `inside` it (None with one committed seed),
+    and whether the new run's weights are the committed run's (`same_weights`, by sha256)."""
+    new, old = _study(new), _study(committed)
     if new.empty or old.empty:
         return pd.DataFrame()
-    new = new[new.seed == seed].set_index('config')
+    mine = new[new.seed == seed].set_index('config')
     rows = []
     for config, runs in old.groupby('config', observed=True):
-        if config not in new.index:
+        if config not in mine.index:
             continue
-        mine, same = new.loc[config, 'top1_last'], runs[runs.seed == seed].top1_last
-        rows.append(dict(config=config, new=mine, committed=same.mean() if len(same) else np.nan,
-                         diff=mine - same.mean() if len(same) else np.nan, committed_min=runs.top1_last.min(),
-                         committed_max=runs.top1_last.max(),
-                         within=bool(runs.top1_last.min() <= mine <= runs.top1_last.max())))
-    return pd.DataFrame(rows).set_index('config').round(2)
+        value, same = mine.loc[config, 'top1_last'], runs[runs.seed == seed]
+        then = same.top1_last.iloc[0] if len(same) else np.nan
+        interval = prediction_interval(runs.top1_last, level)
+        sha = mine.loc[config].get('model_sha256')
+        same_weights = bool(sha) and len(same) > 0 and sha == same.iloc[0].get('model_sha256')
+        rows.append(dict(config=config, new=value, committed=then, diff=value - then, **interval,
+                         inside=_inside(value, interval), same_weights=same_weights))
+    return pd.DataFrame(rows).set_index('config') if rows else pd.DataFrame()
+
+def delta_reproduction_table(new, committed, seed: int = 0, level: float = 0.95, comparisons=None) -> pd.DataFrame:
+    """The declared comparisons (default `COMPARISONS`) of a new run of `seed` against the committed study's: the new
+    paired difference (method - baseline, last-epoch test top-1 in points), the committed same seed's, and the
+    `prediction_interval` of the committed seeds' differences, with whether the new difference is `inside` it."""
+    comparisons = COMPARISONS if comparisons is None else comparisons
+    new, old = _study(new), _study(committed)
+    if new.empty or old.empty:
+        return pd.DataFrame()
+    mine = new[new.seed == seed].pivot_table(index='seed', columns='config', values='top1_last', observed=True)
+    wide = old.pivot_table(index='seed', columns='config', values='top1_last', observed=True)
+    rows = []
+    for c in comparisons:
+        if not {c.config, c.baseline} <= set(mine.columns) & set(wide.columns):
+            continue
+        value = mine[c.config].iloc[0] - mine[c.baseline].iloc[0]
+        d = (wide[c.config] - wide[c.baseline]).dropna()
+        interval = prediction_interval(d, level)
+        rows.append(dict(family=c.family, comparison=f"{c.config} - {c.baseline}", new=value,
+                         committed=d.get(seed, np.nan), diff=value - d.get(seed, np.nan), **interval,
+                         inside=_inside(value, interval)))
+    return pd.DataFrame(rows).set_index(['family', 'comparison']) if rows else pd.DataFrame()
+
+def miss_probability(inside, level: float = 0.95) -> dict:
+    """Of values judged against their `level` prediction intervals (`inside`: True, False, or None where there is no
+    interval): how many were judged, how many missed, the misses expected, and the probability of at least that many
+    misses were each a fresh draw of its kind (binomial tail, `p_at_least`; 1 with no miss)."""
+    judged = [bool(x) for x in inside if x is not None and not (isinstance(x, float) and np.isnan(x))]
+    k, misses = len(judged), judged.count(False)
+    p = float(stats.binom.sf(misses - 1, k, 1 - level)) if k else np.nan
+    return dict(judged=k, misses=misses, expected=(1 - level) * k, p_at_least=p)
+
+def side_line(runs: pd.DataFrame) -> str:
+    "Where a study's runs ran: how many on which CPU (as recorded) in which precision."
+    sides = pd.DataFrame(dict(cpu=runs.get('cpu', pd.Series(index=runs.index, dtype=object)),
+                              precision=runs.get('precision', pd.Series(index=runs.index, dtype=object))))
+    sides = sides.fillna('an unrecorded one').astype(str)
+    counts = sides.groupby(['cpu', 'precision']).size()
+    return ', '.join(f"{n} run{'s' * (n != 1)} on {cpu} in {precision}" for (cpu, precision), n in counts.items())
+
+def _miss_sentence(what: str, inside, level: float) -> str:
+    m = miss_probability(inside, level)
+    if not m['judged']:
+        return f"no {what[:-1]} has two committed seeds: no prediction interval to judge by"
+    verdict = ("surprising: these runs differ from the committed study by more than its seeds differ" if
+               m['p_at_least'] < 0.05 else "not surprising at this many")
+    return (f"{m['judged'] - m['misses']} of {m['judged']} {what} inside their {100 * level:g}% prediction interval; "
+            f"{m['misses']} outside where {m['expected']:.2f} are expected; at least {m['misses']} of {m['judged']} "
+            f"outside has probability {m['p_at_least']:.3g} were each a fresh seed: {verdict}")
+
+def reproduction_lines(new, committed, seed: int = 0, level: float = 0.95, comparisons=None) -> list[str]:
+    """`make run`'s comparison in words and tables: where each side ran, the configurations and the declared
+    comparisons of the new `seed` against the committed seeds' prediction intervals, the count of misses, what one
+    seed can detect, and how many runs are the committed ones to the bit. Empty when either side has no run."""
+    new, old = _study(new), _study(committed)
+    table = reproduction_table(new, old, seed, level)
+    if table.empty:
+        return []
+    deltas = delta_reproduction_table(new, old, seed, level, comparisons)
+    here = new[new.seed == seed]
+    pct = f"{100 * level:g}%"
+    lines = [f"here: {side_line(here)}; committed: {side_line(old)}",
+             f"test top-1 (%, last epoch) of seed {seed} per configuration against the committed seeds' {pct} "
+             f"prediction interval (low-high: mean ± t(n-1) · sd · sqrt(1 + 1/n) over its `seeds`):",
+             table[['new', 'committed', 'diff', 'seeds', 'mean', 'sd', 'low', 'high', 'inside']].round(2).to_string(),
+             _miss_sentence('configurations', table.inside, level)]
+    if len(deltas):
+        lines += [f"the declared comparisons (method - baseline, points) of seed {seed} against the committed seeds' "
+                  f"differences' {pct} prediction interval:",
+                  deltas[['new', 'committed', 'diff', 'seeds', 'mean', 'sd', 'low', 'high', 'inside']].round(2)
+                  .to_string(),
+                  _miss_sentence('comparisons', deltas.inside, level)]
+    halves = [(what, t.half_width.dropna()) for what, t in (("a configuration's top-1", table),
+                                                              ("a method's difference from its baseline", deltas))
+              if len(t)]
+    if any(len(h) for _, h in halves):
+        lines.append("one seed detects only a shift larger than the interval's half-width: " + '; '.join(
+            f"{h.min():.2f}-{h.max():.2f} points (median {h.median():.2f}) for {what}" for what, h in halves if len(h)))
+    same_side = (here.get('cpu') is not None and old.get('cpu') is not None and
+                 set(here.cpu.astype(str)) == set(old.cpu.astype(str)) and len(set(old.cpu.astype(str))) == 1 and
+                 set(here.precision.astype(str)) == set(old.precision.astype(str)) and
+                 len(set(old.precision.astype(str))) == 1)
+    if same_side:
+        lines.append(f"both sides ran on the same recorded CPU in the same precision, where a run can repeat another "
+                     f"to the bit: {int(table.same_weights.sum())} of {len(table)} runs of seed {seed} here have the "
+                     f"committed run's weights (sha256)")
+    else:
+        lines.append("the sides ran on different CPUs or in different precisions: a run here is a new draw of its "
+                     "seed, judged by the intervals above, not to the bit")
+    return lines
 
 # %% ../nbs/10_report.ipynb #7c8c718a
 def paired_delta(method: pd.Series, baseline: pd.Series) -> dict:
@@ -352,6 +531,44 @@ def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05
                      f"{r.ci_high:+.2f}, higher on {r.higher} seeds, Holm-adjusted p = {r.p_holm:.3g}; {says}.")
     return lines
 
+# %% ../nbs/10_report.ipynb #c1e0a7c2
+def _span(t: pd.DataFrame, unit: str) -> str:
+    return '; '.join(f"{config} - {r.baseline} {r.delta:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] {unit}"
+                     for config, r in t.iterrows())
+
+def summary_paragraph(table: pd.DataFrame, chosen: pd.DataFrame | None = None, family: str = 'primary',
+                      about: str = '', alpha: float = 0.05, unit: str = 'points') -> str:
+    """The conclusion of a study from its `comparison_table` (and the `chosen` settings' table): of `family`'s
+    comparisons, which are resolved (Holm-adjusted p < `alpha`) and which way, how much the others' 95% intervals leave
+    open, and what the numbers cannot say (`about`: what the study ran on)."""
+    if table is None or table.empty or family not in table.index.get_level_values('family'):
+        return f"No {family} comparison has both of its configurations yet: nothing to conclude."
+    t = table.xs(family, level='family')
+    n, seeds = len(t), f"{t.seeds.min()}" if t.seeds.min() == t.seeds.max() else f"{t.seeds.min()}-{t.seeds.max()}"
+    if t.seeds.max() < 2:
+        return (f"Each configuration of the {n} {family} comparisons has one seed: no difference has an interval yet, "
+                f"so nothing is concluded; the single-seed differences run from {t.delta.min():+.2f} to "
+                f"{t.delta.max():+.2f} {unit}.")
+    resolved = t[t.p_holm < alpha]
+    others = t.drop(resolved.index)
+    text = (f"Of the {n} {family} comparisons (last-epoch test top-1, method minus baseline, paired over {seeds} "
+            f"seeds, 95% intervals, Holm-adjusted within the family), {len(resolved)} "
+            f"{'is' if len(resolved) == 1 else 'are'} resolved" + (f": {_span(resolved, unit)}." if len(resolved) else
+                                                                    ".") +
+            ("" if (resolved.delta > 0).any() else " No method is resolved above its baseline."))
+    if len(others):
+        half = (others.ci_high - others.ci_low) / 2
+        text += (f" The other {len(others)} are not: together their intervals run from {others.ci_low.min():+.2f} to "
+                 f"{others.ci_high.max():+.2f} {unit}, and each leaves open a difference of up to its half-width "
+                 f"({half.min():.2f}-{half.max():.2f} {unit}) either way around its mean.")
+    if chosen is not None and len(chosen):
+        c = chosen.droplevel('family')
+        picked = c[c.p_holm < alpha]
+        text += (f" With each method at its setting chosen on the validation split: {_span(c, unit)}; "
+                 f"{len(picked)} of {len(c)} resolved.")
+    return text + (f" What this cannot say: anything beyond {about or 'this setting'}; a difference smaller than "
+                   f"those half-widths; or, where a comparison is not resolved, that the two methods are equal.")
+
 # %% ../nbs/10_report.ipynb #7f1f9917
 def validation_choice(runs: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
     """Each method's settings (default `isokd.plan.SETTINGS`) on the seeds every setting has: the mean validation and
@@ -418,7 +635,8 @@ def temperature_scaling(folder) -> dict:
     model.load_state_dict(torch.load(folder/'model.pt', map_location='cpu', weights_only=True))
     # the memory format the run evaluated in: the same numbers as its own evaluation
     model = model.to(memory_format=torch.channels_last) if p['channels_last'] else model
-    bf16 = bool(p['bf16'])
+    # the precision the run trained and evaluated in
+    bf16 = run_precision(m) == 'bf16'
     val, test = (data.loader(split, 1024, 'cpu', channels_last=p['channels_last'], workers=p.get('workers'))
                  for split in ('val', 'test'))
     logits, labels = _logits(model, val, bf16)
@@ -440,8 +658,8 @@ def plateau_table(hist: pd.DataFrame, configs=('kd', 'kd-mixup', 'kd-cutmix')) -
     return pd.DataFrame(rows).set_index(['config', 'seed']).round(2) if rows else pd.DataFrame()
 
 def provenance(runs: pd.DataFrame) -> pd.DataFrame:
-    "How many runs each commit, source digest, tree state and CPU made."
-    keys = ['git_commit', 'source_sha256', 'git_dirty', 'dirty_allowed', 'cpu']
+    "How many runs each commit, source digest, tree state, CPU and precision (`run_precision`) made."
+    keys = ['git_commit', 'source_sha256', 'git_dirty', 'dirty_allowed', 'cpu', 'precision']
     table = runs.assign(**{k: runs[k].astype(str).str[:12] for k in ('git_commit', 'source_sha256')})
     return table.groupby(keys, dropna=False).size().rename('runs').reset_index()
 

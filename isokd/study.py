@@ -11,6 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
 
 import torch
+from tqdm import tqdm
 
 from .core import check_int, resolve_path, runs_root, project_root
 from .runs import accuracy_line, read_metrics
@@ -20,7 +21,7 @@ from .report import reproduction_table
 from . import slurm
 
 # %% auto #0
-__all__ = ['default_workers', 'worker_env', 'run_pool', 'run_study', 'write_report', 'compare_line', 'main']
+__all__ = ['default_workers', 'worker_env', 'run_pool', 'Progress', 'run_study', 'write_report', 'compare_line', 'main']
 
 # %% ../nbs/12_study.ipynb #f7ac42c3
 def default_workers() -> int:
@@ -37,9 +38,10 @@ def worker_env(slot: int) -> dict:
     return env
 
 # %% ../nbs/12_study.ipynb #3793fcb1
-def run_pool(jobs: list, needs: dict, execute, workers: int, report) -> None:
+def run_pool(jobs: list, needs: dict, execute, workers: int, report, started=None, tick=None) -> None:
     """Run `execute(job, slot)` for every job, in order, `workers` at a time (`slot`: which worker); a job named in
-    `needs` starts after the job it needs is 'done', and fails unstarted if that one failed. `report(outcome)`."""
+    `needs` starts after the job it needs is 'done', and fails unstarted if that one failed. `report(outcome)` as each
+    ends, `started(job, slot)` as each starts, `tick()` every second or so while jobs run."""
     state, pending, running, free = {}, list(jobs), {}, list(range(workers))
     with ThreadPoolExecutor(workers) as pool:
         while pending or running:
@@ -52,10 +54,14 @@ def run_pool(jobs: list, needs: dict, execute, workers: int, report) -> None:
                 elif need == 'done' and free:
                     pending.remove(job)
                     slot = free.pop()
+                    if started:
+                        started(job, slot)
                     running[pool.submit(execute, job, slot)] = (job, slot)
             if not running:
                 continue
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished, _ = wait(running, timeout=1, return_when=FIRST_COMPLETED)
+            if tick:
+                tick()
             for future in finished:
                 job, slot = running.pop(future)
                 free.append(slot)
@@ -65,6 +71,37 @@ def run_pool(jobs: list, needs: dict, execute, workers: int, report) -> None:
                     result = outcome(job, 'failed', f"{type(e).__name__}: {e}")
                 state[job.name] = result['state']
                 report(result)
+
+# %% ../nbs/12_study.ipynb #40446d7c
+class Progress:
+    """Bars on the terminal (none in a log): one over the study's runs, and one over the epochs of each run under way,
+    read from its `metrics.json` as the run writes it after every epoch."""
+    def __init__(self, total: int, workers: int):
+        self.runs = tqdm(total=total, desc='runs', unit='run', position=0, disable=None, dynamic_ncols=True)
+        self.epochs, self.workers = {}, workers
+
+    def started(self, job, slot: int):
+        bar = tqdm(total=job.run_config().epochs, desc=job.name, unit='epoch', position=1 + slot, leave=False,
+                   disable=None if self.runs.disable is False else True, dynamic_ncols=True)
+        self.epochs[job.name] = (job, bar)
+
+    def tick(self):
+        for job, bar in self.epochs.values():
+            metrics = read_metrics(job.folder) if (job.folder/'metrics.json').is_file() else None
+            bar.n = len(metrics['history']) if metrics else 0
+            bar.refresh()
+
+    def ended(self, result: dict, line: str):
+        "Close the bar of the run that ended, count it, and print its line above the bars."
+        if result['job'] is not None and result['job'].name in self.epochs:
+            self.epochs.pop(result['job'].name)[1].close()
+        self.runs.write(line)
+        self.runs.update()
+
+    def close(self):
+        for _, bar in self.epochs.values():
+            bar.close()
+        self.runs.close()
 
 # %% ../nbs/12_study.ipynb #9570220f
 def _line(i: int, n: int, res: dict) -> str:
@@ -77,7 +114,8 @@ def _line(i: int, n: int, res: dict) -> str:
 
 def run_study(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, workers: int | None = None,
               threads: int | None = None, report: bool = True, teacher=None, allow_dirty: bool = False) -> list[dict]:
-    "Run a study (see `plan`) with papermill; print one line per run as it ends and return every run's outcome."
+    """Run a study (see `plan`) with papermill; show its progress, print one line per run as it ends and return every
+    run's outcome."""
     jobs = plan(scale, seeds, configs, root, teacher)
     check_clean(jobs[0].folder.parents[1], allow_dirty)
     workers = check_int('workers', default_workers() if workers is None else workers)
@@ -87,19 +125,28 @@ def run_study(scale: str = 'cpu', seeds: int | None = None, configs=None, root=N
         print(line, flush=True)
     print(f"{len(jobs)} runs of the {scale} scale ({SCALES[scale].about}) in {jobs[0].folder.parents[1]}: "
           f"{actions_line(jobs)}, {workers} at a time with {threads} thread(s) each", flush=True)
-    results = []
+    print(f"precision: {jobs[-1].run_config().precision().reason}", flush=True)
+    todo = [job for job in jobs if job.action != 'skip']
+    results, progress = [], Progress(len(todo), workers)
     def record(outcome):
         results.append(outcome)
-        print(_line(len(results), len(jobs), outcome), flush=True)
+        line = _line(len(results), len(jobs), outcome)
+        if outcome['state'] == 'skipped':
+            print(line, flush=True)
+        else:
+            progress.ended(outcome, line)
     for job in jobs:
         if job.action == 'skip':
             record(outcome(job, 'skipped', metrics=read_metrics(job.folder)))
-    todo = [job for job in jobs if job.action != 'skip']
     # a student waits for its teacher when the teacher is to run too
     teachers_to_run = {job.name for job in todo if job.kind == 'teacher'}
     teachers = {job.name: teacher_of(job, jobs) for job in todo}
     needs = {name: teacher.name for name, teacher in teachers.items() if teacher and teacher.name in teachers_to_run}
-    run_pool(todo, needs, lambda job, slot: run_job(job, threads, env=worker_env(slot)), workers, record)
+    try:
+        run_pool(todo, needs, lambda job, slot: run_job(job, threads, env=worker_env(slot)), workers, record,
+                 progress.started, progress.tick)
+    finally:
+        progress.close()
     failed = [r['job'].name for r in results if r['state'] == 'failed']
     print(f"{len(results) - len(failed)} of {len(results)} runs finished"
           + (f"; failed: {', '.join(failed)}" if failed else ''), flush=True)
@@ -125,21 +172,29 @@ def write_report(scale: str, root=None) -> dict:
 
 # %% ../nbs/12_study.ipynb #43b0b21f
 def compare_line(scale: str, root, committed) -> str:
-    "This study's seed 0 against a committed study of the same scale, per configuration (`report.reproduction_table`)."
-    new = (resolve_path(root) if root else runs_root())/scale
-    table = reproduction_table(new, resolve_path(committed))
-    if table.empty:
-        return f"nothing to compare: no finished runs in {new} or {resolve_path(committed)}"
-    inside = int(table.within.sum())
-    lines = [f"seed 0 against the committed study {resolve_path(committed)} (test top-1 %, last epoch; 'within': "
-             f"inside the committed seeds' range):", table.to_string(),
-             f"{inside} of {len(table)} configurations within the committed seeds' range"]
-    trained, shipped = (read_metrics(folder/'teacher'/'seed0') for folder in (new, resolve_path(committed)))
+    """This study's seed 0 against a committed study of the same scale (`report.reproduction_lines`: each configuration
+    and each declared comparison against the committed seeds' 95% prediction intervals), and the teachers' weights."""
+    from isokd.report import reproduction_lines, run_precision, study_runs, study_teachers
+    new, old = (resolve_path(root) if root else runs_root())/scale, resolve_path(committed)
+    here, there = study_runs(new), study_runs(old)
+    if reproduction_table(here, there).empty:
+        return f"nothing to compare: no finished runs in {new} or {old}, or no configuration in both"
+    lines = reproduction_lines(here, there)
+    lines = [f"seed 0 against the committed study {old}:", *lines]
+    trained, shipped = (read_metrics(folder/'teacher'/'seed0') for folder in (new, old))
+
+    def where(m):
+        return f"{m['versions'].get('cpu')} in {run_precision(m)}"
+
     if trained and shipped and trained.get('model_sha256') and shipped.get('model_sha256'):
         same = trained['model_sha256'] == shipped['model_sha256']
-        lines.append("the teacher trained here has the committed teacher's weights, to the bit" if same else
+        lines.append(f"the teacher trained here has the committed teacher's weights, to the bit (here on "
+                     f"{where(trained)}, committed on {where(shipped)})" if same else
                      f"the teacher trained here differs from the committed one in its weights (sha256; here on "
-                     f"{trained['versions']['cpu']}, committed on {shipped['versions']['cpu']})")
+                     f"{where(trained)}, committed on {where(shipped)})")
+    elif shipped and shipped.get('model_sha256') in {m.get('model_sha256') for m in study_teachers(new).values()}:
+        lines.append(f"the students here distilled from the committed teacher's weights (sha256 "
+                     f"{shipped['model_sha256'][:12]}, trained on {where(shipped)})")
     return '\n'.join(lines)
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ def papermill(nb, out, cwd=ROOT, **params):
 def tiny():
     "Parameters of a tiny, fast run on the synthetic dataset."
     return dict(dataset='synthetic', arch='resnet8', teacher_arch='resnet8', epochs=2, teacher_epochs=2,
-                batch_size=64, device='cpu')
+                batch_size=64, device='cpu', eval_every=1)
 
 def kd_of(student, teacher, calibration='none', isotonic_mode='add', temperature=4.5, alpha=0.95, rho=2.0):
     "The KD distiller of a run with these parameters, built as `isokd.runs.run` builds it (`KDConfig.build`)."

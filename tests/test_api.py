@@ -54,6 +54,34 @@ def test_timm_mixup_with_label_smoothing(switch_prob):
     two_labels = weights[:, 1] > weights[:, 2]
     assert (calibrated.gather(1, top2[:, :2]).amin(1) >= rest)[two_labels].all()
 
+@pytest.mark.parametrize('switch_prob', [0.0, 1.0, 0.5])
+def test_timm_label_smoothing_leaves_kd_p_and_kd_i_unchanged(switch_prob):
+    "timm's Mixup with smoothing 0.1 and 0, same draws: the same penalty, the same IR(t) and KD terms (CE differs)."
+    timm_mixup = pytest.importorskip('timm.data').Mixup
+    images, labels, teacher_logits = batch()
+    student_logits = torch.randn(16, C, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for smoothing in (0.0, 0.1):
+        np.random.seed(0)
+        torch.manual_seed(0)
+        _, target = timm_mixup(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=switch_prob, label_smoothing=smoothing,
+                               num_classes=C)(images, labels)
+        out[smoothing] = (isokd.KDLoss('kd-p')(student_logits, teacher_logits, target).losses,
+                          isokd.KDLoss('kd-i')(student_logits, teacher_logits, target))
+    (p0, i0), (p1, i1) = out[0.0], out[0.1]
+    assert p0['penalty'] > 0 and torch.equal(p1['penalty'], p0['penalty']) and torch.equal(p1['kd'], p0['kd'])
+    assert torch.equal(i1.calibrated, i0.calibrated) and torch.equal(i1.losses['iso'], i0.losses['iso'])
+    assert not torch.equal(p1['ce'], p0['ce'])                    # the cross-entropy sees the smoothed target
+
+
+def test_bf16_mixup_targets_are_accepted():
+    images, labels, teacher_logits = batch()
+    torch.manual_seed(0)
+    _, target = v2.MixUp(num_classes=C)(images, labels)
+    for method in ('kd', 'kd-i', 'kd-p'):
+        assert torch.isfinite(isokd.KDLoss(method)(torch.randn(16, C), teacher_logits, target.bfloat16()).loss)
+
+
 def test_integer_labels_are_a_clean_batch():
     _, labels, teacher_logits = batch()
     student_logits = torch.randn(16, C)
@@ -62,11 +90,13 @@ def test_integer_labels_are_a_clean_batch():
     torch.testing.assert_close(clean.loss, one_hot.loss)
 
 @pytest.mark.parametrize('change, message', [
-    (dict(student_logits=torch.randn(16, C + 1)), 'student logits (16, 11) and target (16, 10)'),
+    (dict(student_logits=torch.randn(16, C + 1)), 'student_logits (16, 11) and teacher_logits (16, 10)'),
+    (dict(teacher_logits=torch.randn(15, C)), 'student_logits (16, 10) and teacher_logits (15, 10)'),
+    (dict(target=torch.full((16, C + 1), 1 / 11)), 'student_logits (16, 10) and target (16, 11)'),
     (dict(target=torch.randint(0, C, (16,))), "method='kd-i' needs the mixed target"),
     (dict(target=torch.full((16, C), 0.2)), 'rows must sum to 1'),
     (dict(target=torch.eye(C)[:16].repeat(2, 1)[:16] * 2 - torch.full((16, C), 0.1)), 'negative entries'),
-    (dict(teacher_logits=torch.full((16, C), float('nan'))), "teacher's logits have non-finite entries"),
+    (dict(teacher_logits=torch.full((16, C), float('nan'))), 'teacher_logits has NaN or inf'),
 ])
 def test_misuse_is_refused_with_a_clear_message(change, message):
     _, labels, teacher_logits = batch()

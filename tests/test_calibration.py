@@ -369,3 +369,129 @@ def test_order_stats_large_rows_in_chunks():
     st_ = order_stats(s, t)
     assert -1 <= st_['kendall_tau'] <= 1 and 0 <= st_['top2_ratio'] <= 1 and 0 < st_['violation_rate'] <= 1
     assert order_stats(isotonic_calibrate(s, t), t)['violation_rate'] == 0.0
+
+
+# ---- label smoothing, masked classes, refusals (issue 33) -----------------------------------------------------------
+
+def smooth(w: torch.Tensor, s: float) -> torch.Tensor:
+    "Label smoothing of strength `s` as timm applies it to each one-hot row: `off = s / C`, `on = 1 - s + off`."
+    return w * (1 - s) + s / w.shape[1]
+
+
+def mixed_target(C: int, a: int, b: int, lam: float, s: float = 0.0) -> torch.Tensor:
+    "timm's Mixup target of one row (float32): `lam` of the smoothed one-hot of `a`, the rest of `b`'s."
+    off, on = s / C, 1 - s + s / C
+    ya, yb = torch.full((1, C), off), torch.full((1, C), off)
+    ya[0, a], yb[0, b] = on, on
+    return ya * lam + yb * (1 - lam)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(3, 40), st.integers(0, 10**6), st.integers(1, 63), st.floats(0.001, 0.9), st.booleans())
+def test_property_smoothing_changes_neither_penalty_nor_calibration(C, seed, lam64, s, same):
+    "KD-p and KD-i read the tiers of the weights: a smoothed target gives the unsmoothed target's numbers, to the bit."
+    g = torch.Generator().manual_seed(seed)
+    a = int(torch.randint(0, C, (1,), generator=g))
+    b = a if same else (a + int(torch.randint(1, C, (1,), generator=g))) % C
+    lam = lam64 / 64
+    z = 3 * torch.randn(1, C, generator=g)
+    plain, smoothed = mixed_target(C, a, b, lam), mixed_target(C, a, b, lam, s)
+    assert torch.equal(isotonic_penalty(z, smoothed), isotonic_penalty(z, plain))
+    assert torch.equal(isotonic_calibrate(z, smoothed), isotonic_calibrate(z, plain))
+
+
+def test_smoothing_sweep_of_k_way_mixes():
+    "k-way mixes (1-4 labels, ties included) smoothed at strengths up to 0.9: the same penalty and projection."
+    g = torch.Generator().manual_seed(11)
+    for C in (4, 10, 100):
+        w = make_targets('kway', 256, C, g).float()
+        z = make_scores(w.double(), 'random', g).float()
+        for s in (0.01, 0.1, 0.5, 0.9):
+            assert torch.equal(isotonic_penalty(z, smooth(w, s)), isotonic_penalty(z, w)), (C, s)
+            assert torch.equal(isotonic_calibrate(z, smooth(w, s)), isotonic_calibrate(z, w)), (C, s)
+
+
+def test_penalty_of_the_issue_row_is_kept_under_smoothing():
+    z, w = torch.tensor([[5., 1., 3., 0.]]), torch.tensor([[.7, .3, 0., 0.]])
+    assert abs(isotonic_penalty(z, w).item() - 0.1008) < 1e-4
+    assert torch.equal(isotonic_penalty(z, smooth(w, 0.1)), isotonic_penalty(z, w))
+
+
+def test_masked_teacher_class_is_exact():
+    "-inf: the classes from the first -inf on the chain are -inf, the rest is the projection of the finite scores."
+    inf = float('inf')
+    w = torch.tensor([[.7, .3, 0., 0.]])
+    assert torch.equal(isotonic_calibrate(torch.tensor([[2., 1., 0., -inf]]), w), torch.tensor([[2., 1., 0., -inf]]))
+    g = torch.Generator().manual_seed(12)
+    for kind in ('lam>0.5', 'kway', 'smooth', 'same'):
+        for C in (8, 100, 1000):
+            t = make_targets(kind, 64, C, g)
+            s = make_scores(t, 'adversarial', g)
+            foreign = t == t.amin(1, keepdim=True)
+            mask = foreign & (torch.rand(64, C, generator=g, dtype=torch.float64) < 0.3)
+            mask[foreign.all(1)] = False                                # rows with labels only: no foreign class
+            masked = s.masked_fill(mask, -inf)
+            for dt in (torch.float64, torch.float32):
+                q = isotonic_calibrate(masked.to(dt), t.to(dt))
+                assert torch.equal(q.isneginf(), mask), (kind, C)
+                # the same as the projection with those scores far below every other (they never pool)
+                far = isotonic_calibrate(s.masked_fill(mask, -1e6).to(dt), t.to(dt))
+                assert torch.equal(q[~mask], far[~mask]), (kind, C, dt)
+    # a masked label takes every class ranked below it
+    q = isotonic_calibrate(torch.tensor([[1., -inf, 2., 0.]]), w)
+    assert torch.equal(q, torch.tensor([[1., -inf, -inf, -inf]]))
+    for path in PATHS:       # the device path too, on the CPU
+        q = _calibrate(torch.tensor([[2., 1., 0., -1e30]]), w, path)
+        assert torch.equal(q[:, :3], torch.tensor([[2., 1., 0.]]))
+
+
+@pytest.mark.parametrize('bad, name', [
+    (lambda: isotonic_calibrate(torch.tensor([[2., 1., 0., float('inf')]]), torch.tensor([[.7, .3, 0., 0.]])),
+     'scores has NaN or inf'),
+    (lambda: isotonic_calibrate(torch.tensor([[2., 1., 0., float('nan')]]), torch.tensor([[.7, .3, 0., 0.]])),
+     'scores has NaN or inf'),
+    (lambda: isotonic_calibrate(torch.randn(1, 4), torch.tensor([[.7, .3, float('nan'), 0.]])), 'target has NaN'),
+    (lambda: isotonic_penalty(torch.randn(1, 4), torch.tensor([[.7, .3, float('nan'), 0.]])), 'target has NaN'),
+    (lambda: order_stats(torch.tensor([[2., 1., 0., float('inf')]]), torch.tensor([[.7, .3, 0., 0.]])),
+     'scores has NaN or inf'),
+])
+def test_non_finite_inputs_are_refused_by_name(bad, name):
+    with pytest.raises(ValueError, match=name):
+        bad()
+
+
+def test_order_stats_ties_at_minus_inf_and_empty_batches():
+    inf = float('inf')
+    st_ = order_stats(torch.tensor([[2., 1., -inf, -inf]]), torch.tensor([[.7, .3, 0., 0.]]))
+    assert st_['kendall_tau'] == 1.0 and st_['violation_rate'] == 0.0
+    big = torch.randn(4, 20).index_fill(1, torch.tensor([5, 6]), -inf)          # the pairwise path (many tiers)
+    w = torch.rand(4, 20)
+    st_ = order_stats(big, w)
+    assert -1 <= st_['kendall_tau'] <= 1
+    assert all(np.isnan(v) for v in order_stats(torch.zeros(0, 4), torch.zeros(0, 4)).values())
+
+
+def test_empty_batch_penalty_is_zero_with_zero_gradient():
+    z = torch.zeros(0, 5, requires_grad=True)
+    P = isotonic_penalty(z, torch.zeros(0, 5))
+    P.backward()
+    assert P.item() == 0.0 and z.grad.shape == (0, 5)
+
+
+def test_masked_classes_on_the_device_solver(monkeypatch):
+    "The masking with the device path's solver ('general', run here on the CPU): the same -inf, the same projection."
+    import isokd.calibration as calibration
+    g = torch.Generator().manual_seed(13)
+    cases = []
+    for C in (8, 100, 1000):
+        t = make_targets('lam>0.5', 128, C, g).float()
+        s = make_scores(t.double(), 'adversarial', g).float()
+        s[torch.rand(128, C, generator=g) < 0.2] = -float('inf')
+        cases.append((s, t, isotonic_calibrate(s, t)))
+    solve = calibration._calibrate
+    monkeypatch.setattr(calibration, '_calibrate', lambda t, w, path: solve(t, w, 'general'))
+    for s, t, cpu in cases:
+        q = isotonic_calibrate(s, t)
+        assert torch.equal(q.isneginf(), cpu.isneginf())
+        finite = ~q.isneginf()
+        assert (q[finite] - cpu[finite]).abs().max() <= 1e-5 * s[s.isfinite()].abs().max()

@@ -229,3 +229,45 @@ def test_papermill_tiny_crd_run(tmp_path, tiny):
     assert all(math.isfinite(r['train_loss']) for r in m['history'])
     assert 0 <= m['test_acc_last'] <= m['test_acc_best'] <= 1
     assert (out/'model.pt').is_file() and not (out/'checkpoint.pt').exists()
+
+
+# ---- a bad batch never reaches the memory (issue 33) ---------------------------------------------------------------
+
+def _fresh_crd():
+    from isokd.crd import CRDLoss
+    torch.manual_seed(3)
+    return CRDLoss(8, 12, LABELS, feat_dim=4, nce_n=16)
+
+
+def _bad_batches(f_s, f_t, index):
+    nan_s = f_s.clone()
+    nan_s[1, 2] = float('nan')
+    inf_t = f_t.clone()
+    inf_t[0, 0] = float('inf')
+    return {'nan student feature': (nan_s, f_t, index), 'inf teacher feature': (f_s, inf_t, index),
+            'empty batch': (f_s[:0], f_t[:0], index[:0]), 'index out of range': (f_s, f_t, index + len(LABELS))}
+
+
+@pytest.mark.parametrize('bad', ['nan student feature', 'inf teacher feature', 'empty batch', 'index out of range'])
+@pytest.mark.parametrize('first', [True, False])
+def test_a_refused_batch_leaves_the_next_clean_loss_as_if_never_seen(bad, first):
+    "Refused before Z or a memory row is touched: first batch or later, the run goes on as one that never saw it."
+    g = torch.Generator().manual_seed(2)
+    clean = [(torch.randn(6, 8, generator=g), torch.randn(6, 12, generator=g), torch.randperm(64, generator=g)[:6])
+             for _ in range(2)]
+    never, seen = _fresh_crd(), _fresh_crd()
+    losses = []
+    for crd in (never, seen):
+        out = []
+        for step, batch in enumerate(clean):
+            if crd is seen and (step == 0) == first:
+                before = (crd.memory.memory_s.clone(), crd.memory.memory_t.clone(), crd.memory.Z.clone())
+                with pytest.raises(ValueError):
+                    crd(*_bad_batches(*batch)[bad])
+                after = (crd.memory.memory_s, crd.memory.memory_t, crd.memory.Z)
+                assert all(torch.equal(a, b) for a, b in zip(before, after))
+            torch.manual_seed(10 + step)
+            out.append(crd(*batch))
+        losses.append(out)
+    assert all(torch.isfinite(x) for x in losses[1])
+    assert all(torch.equal(a, b) for a, b in zip(*losses))

@@ -3,6 +3,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import ROOT
 
 def test_gpu_check_small_writes_every_figure(tmp_path):
@@ -18,3 +21,11 @@ def test_gpu_check_small_writes_every_figure(tmp_path):
     assert all(c['calibrate_ms'] > 0 and c['sort_ms'] > 0 for c in report['calibration'].values())
     assert len(report['two_epochs']['seconds_per_epoch']) == 2
     assert 'calibration 256x1000' in done.stdout and 'two KD-i epochs' in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the refusal is for a machine without a GPU')
+def test_gpu_check_without_gpu_says_so_at_once(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'gpu_check.py'), str(tmp_path/'out')],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and 'no CUDA GPU here' in done.stderr
+    assert not (tmp_path/'out').exists()

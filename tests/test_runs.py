@@ -198,3 +198,16 @@ def test_a_committed_studys_teacher_serves_runs_without_a_teacher_path(tmp_path,
     torch.save(torch.load(shipped/'model.pt') | {'fc.bias': torch.zeros(10)}, shipped/'model.pt')
     with pytest.raises(ValueError, match='is not the model its metrics.json records'):
         distill(out_dir=str(tmp_path/'kd2'), progress=False, **(tiny | dict(epochs=1)))
+
+def test_evaluation_on_a_schedule_leaves_the_trained_model_as_it_is(tmp_path, tiny):
+    "eval_every evaluates every N epochs and after the last; the weights equal those of a run evaluated every epoch."
+    every = distill(out_dir=str(tmp_path/'every'), progress=False, **(tiny | dict(epochs=3, n_val=64)))
+    sparse = distill(out_dir=str(tmp_path/'sparse'), progress=False, **(tiny | dict(epochs=3, n_val=64, eval_every=2)))
+    assert sparse['model_sha256'] == every['model_sha256']
+    assert [r['epoch'] for r in sparse['history'] if 'val_acc' in r] == [2, 3]
+    assert [r['epoch'] for r in every['history'] if 'val_acc' in r] == [1, 2, 3]
+    # the record of the epochs both evaluated is the same; the test set once, after the last epoch, in both
+    assert sparse['history'][-1]['val_acc'] == every['history'][-1]['val_acc']
+    assert sparse['test_acc_last'] == every['test_acc_last'] and sparse['val_acc_last'] == every['val_acc_last']
+    # and eval_every is not part of the identity: the sparse run is the same run
+    assert sparse['identity'] == every['identity']

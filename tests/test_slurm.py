@@ -147,7 +147,10 @@ def test_slurm_cluster_second_submission_skips_everything(slurm_study, capsys):
 
 def test_slurm_cluster_refuses_to_submit_over_live_jobs(slurm_cluster, tmp_path):
     sleeper = ['sbatch', '--parsable', '--time=1', f'--output={tmp_path}/sleep.out', '--wrap', 'sleep 60']
-    job_id = subprocess.run(sleeper, capture_output=True, text=True, check=True).stdout.strip()
+    submitted = subprocess.run(sleeper, capture_output=True, text=True)
+    # sbatch's own error text, where it refuses the job
+    assert submitted.returncode == 0, f"sbatch failed (exit {submitted.returncode}): {submitted.stderr.strip()}"
+    job_id = submitted.stdout.strip()
     try:
         jobs = plan('smoke', 1, 'teacher', tmp_path)
         live = slurm.job_record(jobs[0], tmp_path/'smoke'/'slurm', job_id)

@@ -68,9 +68,11 @@ def test_a_finished_study_is_skipped_and_compares_with_itself(smoke_study):
     root, _ = smoke_study
     again = study(*SMOKE, '--root', root, '--no-report', '--compare-with', root/'smoke')
     assert again.returncode == 0 and '3 finished, 0 to run' in again.stdout
-    # the runs against themselves: no difference, all within the range of their one seed
-    assert '3 of 3 configurations within the committed seeds' in again.stdout, again.stdout
-    assert "the teacher trained here has the committed teacher's weights, to the bit" in again.stdout
+    # the runs against themselves: one seed gives no prediction interval; on the same CPU in the same precision every
+    # run is the committed one to the bit
+    assert 'no configuration has two committed seeds: no prediction interval to judge by' in again.stdout, again.stdout
+    assert "3 of 3 runs of seed 0 here have the committed run's weights (sha256)" in again.stdout, again.stdout
+    assert "the teacher trained here has the committed teacher's weights, to the bit (here on " in again.stdout
     assert set(outcome_lines(again.stdout).values()) == {'skipped'}
 
 def test_a_teacher_without_weights_is_trained_again_to_the_same_numbers(smoke_study, tmp_path):
@@ -162,7 +164,7 @@ def test_a_committed_study_folder_refuses_a_dirty_tree(tmp_path, monkeypatch):
     monkeypatch.delenv('ISOKD_ALLOW_DIRTY', raising=False)
     check_clean(tmp_path/'runs'/'cpu')
     (tmp_path/'settings.ini').write_text('[DEFAULT]\nlib_name = isokd\n# changed\n')
-    with pytest.raises(ValueError, match='uncommitted changes to tracked files: commit them first'):
+    with pytest.raises(ValueError, match=r'uncommitted changes to tracked files \(settings.ini\): commit them first'):
         check_clean(tmp_path/'runs'/'cpu')
     # an ignored folder (make run's runs/local/) and a folder outside the project are not checked
     check_clean(tmp_path/'runs'/'local'/'cpu')
@@ -210,8 +212,13 @@ def test_reproducing_a_committed_run_changes_no_file_of_the_study(tmp_path):
     assert json.loads((clone/'runs'/'local'/'kd-mixup-i'/'metrics.json').read_text())['finished']
     assert list((tmp_path/'cache'/'teachers').glob('*/model.pt'))
 
-def test_the_cpu_scale_is_the_committed_studys():
-    "A change of a default or of the scale cannot silently change what the committed cpu study means."
+def test_the_cpu_scale_is_the_committed_studys(monkeypatch):
+    """A change of a default or of the scale cannot silently change what the committed cpu study means. It ran where
+    bf16 is native (its record); on such a CPU the scale chooses bf16, and the plan is that study."""
+    import isokd.core
+    native = dict(isokd.core.cpu_info(), flags=dict.fromkeys(isokd.core.CPU_FLAGS, True), capability='AVX512',
+                  onednn_bf16=True)
+    monkeypatch.setattr(isokd.core, 'cpu_info', lambda: native)
     jobs = {job.folder: job for job in plan('cpu', root=ROOT/'runs')}
     finished = sorted((ROOT/'runs'/'cpu').glob('*/seed*/metrics.json'))
     assert finished, 'no committed cpu study'
