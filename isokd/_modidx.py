@@ -351,6 +351,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'isokd.report.plot_history': ('report.html#plot_history', 'isokd/report.py'),
                               'isokd.report.plot_reliability': ('report.html#plot_reliability', 'isokd/report.py'),
                               'isokd.report.plot_teacher_order': ('report.html#plot_teacher_order', 'isokd/report.py'),
+                              'isokd.report.precision_effect': ('report.html#precision_effect', 'isokd/report.py'),
                               'isokd.report.prediction_interval': ('report.html#prediction_interval', 'isokd/report.py'),
                               'isokd.report.provenance': ('report.html#provenance', 'isokd/report.py'),
                               'isokd.report.regime_checks': ('report.html#regime_checks', 'isokd/report.py'),

@@ -30,8 +30,8 @@ __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_histor
            'study_history', 'plateau', 'regime_checks', 'plot_curves', 'reliability_frame', 'plot_reliability',
            'prediction_interval', 'reproduction_table', 'delta_reproduction_table', 'miss_probability', 'side_line',
            'reproduction_lines', 'paired_delta', 'holm', 'comparison_table', 'plot_deltas', 'verdict_lines',
-           'summary_paragraph', 'validation_choice', 'chosen_runs', 'chosen_comparisons', 'temperature_scaling',
-           'plateau_table', 'provenance', 'teacher_ir_frame', 'ir_summary']
+           'summary_paragraph', 'validation_choice', 'chosen_runs', 'chosen_comparisons', 'precision_effect',
+           'temperature_scaling', 'plateau_table', 'provenance', 'teacher_ir_frame', 'ir_summary']
 
 # %% ../nbs/10_report.ipynb #365902df
 def history_frame(metrics: dict) -> pd.DataFrame:
@@ -602,6 +602,29 @@ def chosen_comparisons(settings: dict | None = None) -> list[Comparison]:
     "Each method at its chosen setting against the first method (KD-aug) at its own, as one family."
     methods = list(SETTINGS if settings is None else settings)
     return [Comparison('chosen on validation', method, methods[0]) for method in methods[1:]]
+
+# %% ../nbs/10_report.ipynb #fed5e359
+def precision_effect(fp32_runs: pd.DataFrame, bf16_runs: pd.DataFrame, metric: str = 'top1_last',
+                     comparisons=None) -> pd.DataFrame:
+    """Two `study_runs` tables of the same configurations and seeds, one run in float32 and one in bf16: per
+    configuration bf16 - fp32, and per declared comparison that both have (default: `COMPARISONS`) the difference in
+    differences, (method - baseline in fp32) - (method - baseline in bf16), each paired by seed (`paired_delta`), with
+    Holm's p within each of the two families."""
+    def by_seed(runs, config):
+        return runs[runs.config == config].set_index('seed')[metric]
+    configs = [c for c in CONFIGS if c in set(fp32_runs.config) & set(bf16_runs.config)]
+    rows = [dict(family='bf16 - fp32', config=config, baseline='',
+                 **paired_delta(by_seed(bf16_runs, config), by_seed(fp32_runs, config))) for config in configs]
+    for c in (COMPARISONS if comparisons is None else comparisons):
+        if c.config in configs and c.baseline in configs:
+            in_fp32 = by_seed(fp32_runs, c.config) - by_seed(fp32_runs, c.baseline)
+            in_bf16 = by_seed(bf16_runs, c.config) - by_seed(bf16_runs, c.baseline)
+            rows.append(dict(family='method effect: fp32 - bf16', config=c.config, baseline=c.baseline,
+                             **paired_delta(in_fp32, in_bf16)))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table['p_holm'] = table.groupby('family').p.transform(holm)
+    return table
 
 # %% ../nbs/10_report.ipynb #0984035d
 @torch.inference_mode()

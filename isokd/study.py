@@ -17,7 +17,7 @@ from .core import check_int, resolve_path, runs_root, project_root
 from .runs import accuracy_line, read_metrics
 from .plan import (CONFIGS, SCALES, plan, teacher_of, prepare_data, check_clean, portable, run_job, outcome,
                         last_error_line, retrain_lines, actions_line)
-from .report import reproduction_table
+from .report import reproduction_lines, reproduction_table, run_precision, study_runs, study_teachers
 from . import slurm
 
 # %% auto #0
@@ -174,7 +174,6 @@ def write_report(scale: str, root=None) -> dict:
 def compare_line(scale: str, root, committed) -> str:
     """This study's seed 0 against a committed study of the same scale (`report.reproduction_lines`: each configuration
     and each declared comparison against the committed seeds' 95% prediction intervals), and the teachers' weights."""
-    from isokd.report import reproduction_lines, run_precision, study_runs, study_teachers
     new, old = (resolve_path(root) if root else runs_root())/scale, resolve_path(committed)
     here, there = study_runs(new), study_runs(old)
     if reproduction_table(here, there).empty:

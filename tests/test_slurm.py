@@ -34,7 +34,8 @@ def history(folder: Path) -> list:
     "The per-epoch numbers of a finished run."
     metrics = json.loads((folder/'metrics.json').read_text())
     assert metrics['finished']
-    return [(epoch['train_loss'], epoch['test_acc'], epoch['test_loss']) for epoch in metrics['history']]
+    # the test set where an epoch was evaluated (every eval_every epochs and the last)
+    return [(epoch['train_loss'], epoch.get('test_acc'), epoch.get('test_loss')) for epoch in metrics['history']]
 
 
 def slurm_job_ids() -> set:
