@@ -23,7 +23,7 @@ import torch
 
 from isokd.calibration import TeacherOrder, isotonic_calibrate, isotonic_penalty
 from isokd.config import KDConfig
-from isokd.core import get_device, versions
+from isokd.core import choose_precision, get_device, versions
 from isokd.loop import make_optimizer, prepare, train_step
 from isokd.mixing import Mixer
 from isokd.models import create_model
@@ -55,7 +55,8 @@ def main():
     p.add_argument('--size', type=int, default=32, help='image side (Fashion-MNIST at its native size: 28)')
     p.add_argument('--blocks', type=int, default=12, help='timed blocks per method')
     p.add_argument('--block', type=int, default=5, help='steps per block')
-    p.add_argument('--bf16', choices=['auto', 'on', 'off'], default='auto', help='bf16 autocast (auto: on CUDA only)')
+    p.add_argument('--bf16', choices=['auto', 'on', 'off'], default='auto',
+                   help="bf16 autocast (auto: where native, as a run's bf16=None)")
     p.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
     p.add_argument('--no-channels-last', dest='channels_last', action='store_false')
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
@@ -64,7 +65,7 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = get_device(a.device)
-    bf16 = dev.type == 'cuda' if a.bf16 == 'auto' else a.bf16 == 'on'
+    bf16 = choose_precision(None if a.bf16 == 'auto' else a.bf16 == 'on', dev).bf16
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     torch.manual_seed(0)
     student = create_model(a.arch, a.classes, a.in_channels)

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .core import check_choice, check_range, check_int, get_device, resolve_path, runs_root
+from .core import (Precision, check_choice, check_range, check_int, choose_precision, get_device,
+                        resolve_path, runs_root)
 from .data import DATASETS, VALIDATION_SPLITS, FolderSpec
 from .models import MODELS
 from .mixing import MIXUPS
@@ -24,13 +25,18 @@ from .kd import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, TEACHER_TARGETS, CE, KD, 
 from .crd import BETA, FEAT_DIM, NCE_T, NCE_M, CRD, CRDLoss, check_crd_params, check_nce_n
 
 # %% auto #0
-__all__ = ['CALIBRATIONS', 'RUN_KINDS', 'TeacherConfig', 'KDConfig', 'CRDConfig', 'check_names', 'from_notebook']
+__all__ = ['CALIBRATIONS', 'RUN_KINDS', 'as_teacher', 'TeacherConfig', 'KDConfig', 'CRDConfig', 'check_names', 'from_notebook']
 
 # %% ../nbs/07_config.ipynb #302ffa0f
 _NOT_IDENTITY = ('device', 'out_dir', 'overwrite', 'data_root', 'train_teacher_if_missing', 'teacher_path', 'compile',
-                 'sync_bn', 'workers')
+                 'sync_bn', 'workers', 'eval_every')
 # parameters added after runs were recorded: left out of the identity at None, so that those runs keep theirs
 _IDENTITY_IF_SET = ('image_size',)
+
+def as_teacher(identity: dict) -> dict:
+    """A teacher run's `identity` as its students match it: without the precision it trained in (a student records
+    the teacher's weights by sha256, and a committed bf16 teacher serves students on a CPU that runs float32)."""
+    return {k: v for k, v in identity.items() if k != 'bf16'}
 
 @dataclass
 class TeacherConfig:
@@ -52,13 +58,15 @@ class TeacherConfig:
     # training images held out to evaluate every epoch (the same for every run; None: the dataset's split, 5,000 of
     # Fashion-MNIST, none of CIFAR); 0: the test set every epoch
     n_val: int | None = None
+    # evaluate every `eval_every` epochs and after the last (evaluation leaves the trained model as it is)
+    eval_every: int = 5
     # the crop side of a streamed image folder (None: the dataset's, 224 for imagenet); None for in-memory datasets
     image_size: int | None = None
     # loader processes per training process for a streamed folder (None: its CPUs, at most 8; 0: none); each image's
     # crop has its own seed, so the result does not depend on it
     workers: int | None = None
-    # bf16 autocast; None: on for CUDA, off on CPU (True: 2x faster on a CPU with bfloat16 instructions)
-    bf16: bool | None = True
+    # bf16 autocast; None: where the device computes it natively, else float32 (00_core's `choose_precision`)
+    bf16: bool | None = None
     channels_last: bool = True
     # torch.compile the models (how it runs, like device: not part of the identity)
     compile: bool = False
@@ -100,6 +108,7 @@ class TeacherConfig:
         check_range('momentum', self.momentum, 0, 1)
         check_choice('schedule', self.schedule, SCHEDULE_KINDS)
         check_int('n_val', self.n_val, lo=0, optional=True)
+        check_int('eval_every', self.eval_every)
         check_int('image_size', self.image_size, lo=8, optional=True)
         check_int('workers', self.workers, lo=0, optional=True)
         if self.image_size is not None and not self.streamed:
@@ -110,10 +119,15 @@ class TeacherConfig:
             check_choice(name, getattr(self, name), (True, False))
         get_device(self.device)
 
+    def precision(self) -> Precision:
+        "The precision this run has on this machine's `device` (`bf16=None`: bf16 where native)."
+        return choose_precision(self.bf16, get_device(self.device))
+
     def identity(self) -> dict:
-        "The parameters that determine the result of the run."
-        return {'kind': self.kind, **{k: v for k, v in asdict(self).items()
-                                      if k not in _NOT_IDENTITY and not (k in _IDENTITY_IF_SET and v is None)}}
+        "The parameters that determine the result of the run, with the precision as chosen on this machine."
+        params = {k: v for k, v in asdict(self).items()
+                  if k not in _NOT_IDENTITY and not (k in _IDENTITY_IF_SET and v is None)}
+        return {'kind': self.kind, **params, 'bf16': self.precision().bf16}
 
     def digest(self) -> str: return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
 
@@ -268,8 +282,12 @@ def check_names(cls, names) -> list[str]:
     return fields
 
 def from_notebook(cls, namespace: dict):
-    "The `cls` configuration of a run notebook's parameters (its globals); an unknown parameter name is an error."
-    fields = check_names(cls, _injected_names(namespace))
-    return cls(**{name: namespace[name] for name in fields})
+    """The `cls` configuration of a run notebook's parameters (its globals); an unknown parameter name or a bad value is
+    a `ValueError` raised here, without the frames of the checks, and its message ends what papermill prints."""
+    try:
+        fields = check_names(cls, _injected_names(namespace))
+        return cls(**{name: namespace[name] for name in fields})
+    except ValueError as e:
+        raise ValueError(str(e)) from None
 
 RUN_KINDS = {'teacher': TeacherConfig, 'kd': KDConfig, 'crd': CRDConfig}

@@ -12,17 +12,20 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['seed_everything', 'epoch_seed', 'check_choice', 'check_range', 'check_int', 'get_device', 'atomic_write_json',
-           'atomic_write_text', 'atomic_save', 'project_root', 'resolve_path', 'data_root', 'runs_root', 'cpu_model',
-           'cpu_has_bf16', 'git_state', 'file_sha256', 'source_digest', 'versions', 'dist_info', 'log']
+__all__ = ['CPU_FLAGS', 'EMULATED_BF16_SLOWDOWN', 'seed_everything', 'epoch_seed', 'check_choice', 'check_range', 'check_int',
+           'get_device', 'atomic_write_json', 'atomic_write_text', 'atomic_save', 'project_root', 'resolve_path',
+           'data_root', 'runs_root', 'cpu_model', 'cpu_info', 'git_state', 'file_sha256', 'source_digest', 'versions',
+           'cpu_bf16_native', 'Precision', 'choose_precision', 'dist_info', 'log', 'console', 'say', 'default_threads']
 
 # %% ../nbs/00_core.ipynb #fd7af39d
 def seed_everything(seed: int):
@@ -142,13 +145,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 # %% ../nbs/00_core.ipynb #4e699add
-def cpu_has_bf16() -> bool:
-    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): elsewhere bf16 autocast is emulated, and slow."
+# the flags that decide how fast bf16 runs on an x86 CPU (aarch64 says `bf16` in its Features)
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'bf16')
+
+def cpu_info() -> dict:
+    """The CPU as a run records it: model, family/model/stepping, which of `CPU_FLAGS` it has, and torch's view of it
+    (its vector capability, and whether oneDNN computes bf16 on it)."""
     try:
-        flags = Path('/proc/cpuinfo').read_text().split()
+        first = Path('/proc/cpuinfo').read_text().split('\n\n')[0]
     except OSError:
-        return False
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+        first = ''
+    fields = dict(line.split(':', 1) for line in first.splitlines() if ':' in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set((fields.get('flags') or fields.get('Features') or '').split())
+    return dict(model=cpu_model(), family=fields.get('cpu family'), model_number=fields.get('model'),
+                stepping=fields.get('stepping'), flags={f: f in flags for f in CPU_FLAGS},
+                capability=torch.backends.cpu.get_cpu_capability(),
+                onednn_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
 # %% ../nbs/00_core.ipynb #d5bc2af4
 def git_state(folder=None) -> dict:
@@ -181,13 +194,15 @@ def source_digest() -> str:
 
 # %% ../nbs/00_core.ipynb #1c5acd88
 def versions(device=None) -> dict:
-    "Python, torch, torchvision and NumPy versions, the device and CPU model, threads and the project's git commit."
+    """Python, torch, torchvision and NumPy versions, the device, the CPU (`cpu_info`), threads and the project's git
+    commit."""
     import torchvision
     dev = torch.device(device) if device is not None else get_device()
     info = dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 numpy=np.__version__, platform=platform.platform(), device=str(dev), cpu=cpu_model(),
                 device_name=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else cpu_model(),
-                cuda=torch.version.cuda if torch.cuda.is_available() else None, threads=torch.get_num_threads())
+                cuda=torch.version.cuda if torch.cuda.is_available() else None, threads=torch.get_num_threads(),
+                cpu_info=cpu_info())
     try:
         info['isokd'] = importlib.metadata.version('isokd')
     except importlib.metadata.PackageNotFoundError:
@@ -195,6 +210,53 @@ def versions(device=None) -> dict:
     # which code made the result, committed or not, and whether the study runner was told to accept a dirty tree
     info |= dict(source_sha256=source_digest(), dirty_allowed=os.environ.get('ISOKD_ALLOW_DIRTY') == '1')
     return info | {f'git_{k}': v for k, v in git_state().items()}
+
+# %% ../nbs/00_core.ipynb #92a6e4a9
+def cpu_bf16_native(info: dict | None = None) -> bool:
+    """Whether bf16 autocast is native on this CPU (`info`: a `cpu_info()`): the CPU has bf16 instructions
+    (AVX512-BF16, AMX, or aarch64's BF16) and torch uses them (oneDNN's bf16, ATen beyond AVX2). Elsewhere it is
+    emulated, 8-11x slower than float32 (`docs/speed.md`)."""
+    info = info or cpu_info()
+    has = info['flags']
+    hardware = has['avx512_bf16'] or has['amx_bf16'] or has['bf16']
+    # ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 keep torch from the bf16 instructions (and imitate a CPU
+    # without them)
+    return bool(hardware and info['onednn_bf16'] and info['capability'] not in ('DEFAULT', 'NO AVX', 'AVX2'))
+
+# %% ../nbs/00_core.ipynb #840bb9bc
+class Precision(NamedTuple):
+    "A run's precision: whether it uses bf16 autocast, whether the device computes bf16 natively, and why."
+    bf16: bool
+    native: bool
+    reason: str
+
+    @property
+    def name(self) -> str: return 'bf16' if self.bf16 else 'fp32'
+
+# a KD-aug step of the cpu scale, bf16 autocast against float32, on CPUs that emulate bf16 (benchmarks/train_step.py)
+EMULATED_BF16_SLOWDOWN = '8-11x'
+
+def choose_precision(bf16: bool | None, device, cpu: dict | None = None) -> Precision:
+    """The precision of a run on `device`: bf16 autocast where it is native when `bf16` is None, else as requested.
+    `cpu`: a `cpu_info()` (default: this CPU's)."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        native = torch.cuda.is_bf16_supported()
+        hardware = f"{torch.cuda.get_device_name(device)} ({'native' if native else 'no native'} bf16)"
+    else:
+        cpu = cpu or cpu_info()
+        native = cpu_bf16_native(cpu)
+        bf16_flags = [f for f in ('avx512_bf16', 'amx_bf16', 'bf16') if cpu['flags'][f]]
+        hardware = (f"CPU {cpu['model']} (torch: {cpu['capability']}, bf16 instructions: "
+                    f"{', '.join(bf16_flags) or 'none'})")
+    if bf16 is None:
+        chosen = 'bf16 autocast, native here' if native else 'float32, since bf16 would be emulated here'
+        return Precision(native, native, f"{hardware}: {chosen}")
+    if bf16 and not native:
+        return Precision(True, False, f"{hardware}: bf16 autocast as requested, emulated here and about "
+                                      f"{EMULATED_BF16_SLOWDOWN} slower than float32 (bf16=None chooses float32)")
+    return Precision(bool(bf16), native, f"{hardware}: {'bf16 autocast' if bf16 else 'float32'} as requested")
+
 
 # %% ../nbs/00_core.ipynb #47964b7f
 def dist_info() -> tuple[int, int]:
@@ -207,3 +269,32 @@ def log(msg: str):
     "Print `msg` on rank 0 only."
     if dist_info()[0] == 0:
         print(msg, flush=True)
+
+# %% ../nbs/00_core.ipynb #b320c856
+def console():
+    """The process's own stderr as a text stream: the terminal that started it, even inside a papermill kernel, whose
+    `sys.stderr` goes to the notebook (ipykernel keeps the original descriptor as its `fileno()`); `sys.stderr`
+    itself where it has no descriptor (pytest's capture)."""
+    try:
+        return open(sys.stderr.fileno(), 'w', buffering=1, closefd=False, errors='replace')
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr
+
+def _in_kernel() -> bool: return type(sys.stdout).__module__.startswith('ipykernel')
+
+def say(msg: str):
+    "`log` `msg`, and inside a notebook kernel write it on the console too: what a user of papermill sees."
+    log(msg)
+    if dist_info()[0] == 0 and _in_kernel():
+        print(msg, file=console(), flush=True)
+
+# %% ../nbs/00_core.ipynb #1fecc4e5
+def default_threads(cores: int | None = None, load: float | None = None) -> int:
+    """CPU threads for a run started by hand: the cores not busy now (`cores` minus the one-minute `load` average,
+    rounded), at least one. A thread that shares its core with another process stalls the others at every
+    operation's end, where they wait for it: see `benchmarks/threads.py`."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.
+    return max(1, cores - round(load))

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import check_choice, check_int, data_root, epoch_seed
+from .core import check_choice, check_int, data_root, epoch_seed, file_sha256
 
 # %% auto #0
 __all__ = ['DEBIAN_FASHION_MNIST', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASETS', 'BUILTIN_DATASETS', 'VALIDATION_SEED',
-           'VALIDATION_SPLITS', 'DATASET_NAME', 'STREAM_ABOVE', 'ImageData', 'read_idx', 'synthetic_data', 'FolderSpec',
-           'stratified_subset', 'load_data', 'random_crop_flip', 'DeviceLoader', 'register_dataset',
-           'read_image_folder', 'check_images', 'scan_image_folder', 'folder_transform', 'StreamImages',
-           'loader_workers', 'StreamLoader', 'FolderData', 'register_image_folder']
+           'VALIDATION_SPLITS', 'DATASET_NAME', 'STREAM_ABOVE', 'ImageData', 'read_idx', 'fashion_mnist_files',
+           'synthetic_data', 'FolderSpec', 'stratified_subset', 'load_data', 'data_files_sha256', 'random_crop_flip',
+           'DeviceLoader', 'register_dataset', 'read_image_folder', 'check_images', 'scan_image_folder',
+           'folder_transform', 'StreamImages', 'loader_workers', 'StreamLoader', 'FolderData', 'register_image_folder']
 
 # %% ../nbs/01_data.ipynb #6c1933c6
 @dataclass
@@ -94,18 +94,21 @@ def read_idx(path) -> torch.Tensor:
     shape = tuple(int.from_bytes(data[4 + 4*i: 8 + 4*i], 'big') for i in range(ndim))
     return torch.frombuffer(bytearray(data[4 + 4*ndim:]), dtype=torch.uint8).reshape(shape)
 
-def _fashion_mnist(root, download=False):
+# %% ../nbs/01_data.ipynb #73d4b5ae
+def fashion_mnist_files(root) -> list[Path]:
+    "The four IDX files of Fashion-MNIST: under `root`/FashionMNIST/raw (torchvision's layout), else Debian's package."
     parts = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
     for folder in (Path(root)/'FashionMNIST'/'raw', DEBIAN_FASHION_MNIST):
         found = [next((folder/(p + s) for s in ('', '.gz') if (folder/(p + s)).is_file()), None) for p in parts]
         if all(found):
-            break
-    else:
-        raise FileNotFoundError(
-            f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST} or {Path(root)/'FashionMNIST'/'raw'}. "
-            f"On Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (as root); elsewhere put the four IDX files "
-            f"({', '.join(parts)}, optionally .gz) in {Path(root)/'FashionMNIST'/'raw'}.")
-    xtr, ytr, xte, yte = map(read_idx, found)
+            return found
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST} or {Path(root)/'FashionMNIST'/'raw'}. "
+        f"On Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (as root); elsewhere put the four IDX files "
+        f"({', '.join(parts)}, optionally .gz) in {Path(root)/'FashionMNIST'/'raw'}.")
+
+def _fashion_mnist(root, download=False):
+    xtr, ytr, xte, yte = map(read_idx, fashion_mnist_files(root))
     return xtr[:, None], ytr.long(), xte[:, None], yte.long()
 
 # %% ../nbs/01_data.ipynb #5450a77b
@@ -219,6 +222,12 @@ def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None
     itr, ite, ival = _split_indices(name, ytr, yte, n_train, n_test, seed, n_val)
     val = dict(x_val=xtr[ival], y_val=ytr[ival]) if n_val else {}
     return ImageData(name, xtr[itr], ytr[itr], xte[ite], yte[ite], classes, mean, std, pad, **val)
+
+# %% ../nbs/01_data.ipynb #9c265a70
+def data_files_sha256(name: str, root=None) -> dict:
+    "The sha256 of each file an in-memory dataset is read from, by name (Fashion-MNIST's four; none for the others)."
+    files = fashion_mnist_files(data_root(root)) if name == 'fashion_mnist' else []
+    return {path.name: file_sha256(path) for path in files}
 
 # %% ../nbs/01_data.ipynb #b1d436e1
 def random_crop_flip(x: torch.Tensor, pad: int = 4, generator=None) -> torch.Tensor:

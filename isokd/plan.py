@@ -13,7 +13,7 @@ from time import perf_counter
 
 from .core import atomic_write_json, check_int, git_state, project_root, resolve_path, runs_root
 from .data import load_data
-from .config import CALIBRATIONS, RUN_KINDS
+from .config import CALIBRATIONS, RUN_KINDS, as_teacher
 from .kd import METHOD_TABLE
 from .crd import NCE_N
 from .runs import read_metrics
@@ -125,14 +125,13 @@ def _cpu_design() -> dict:
     return seeds
 
 _CPU = dict(dataset='fashion_mnist', batch_size=128, lr=0.1, weight_decay=5e-4, momentum=0.9, schedule='cosine',
-            bf16=True, channels_last=True)
+            channels_last=True)
 # torchvision's ImageNet recipe: 90 epochs, steps at 30 and 60, batch 256 at lr 0.1 (scale lr with the global batch)
 _IMAGENET = dict(dataset='imagenet', batch_size=256, lr=0.1, weight_decay=1e-4, momentum=0.9, epochs=90, n_train=None,
-                 schedule='step', bf16=None)
+                 schedule='step')
 SCALES = {
-    'paper': Scale(teacher=dict(dataset='cifar100', arch='resnet50', epochs=200, schedule='step', bf16=None),
-                   student=dict(dataset='cifar100', arch='resnet18', epochs=200, n_train=None, schedule='step',
-                                bf16=None),
+    'paper': Scale(teacher=dict(dataset='cifar100', arch='resnet50', epochs=200, schedule='step'),
+                   student=dict(dataset='cifar100', arch='resnet18', epochs=200, n_train=None, schedule='step'),
                    crd=dict(nce_n=NCE_N),
                    about='CIFAR-100, ResNet-50 -> ResNet-18, 200 epochs: the paper (a GPU)'),
     'cpu': Scale(teacher=_CPU | dict(arch='resnet14', epochs=15, n_train=None),
@@ -140,11 +139,10 @@ SCALES = {
                                      soft_constraint_ratio=2.0),
                  crd=dict(nce_n=2048), shared_teacher=True, design=_cpu_design(),
                  about='Fashion-MNIST 28x28, ResNet-14 (55,000 images, 15 epochs) -> ResNet-8 (2,500 images, 60 '
-                       'epochs), cosine, bf16: two CPU cores'),
-    'smoke': Scale(teacher=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, schedule='step',
-                                bf16=None),
+                       'epochs), cosine: two CPU cores'),
+    'smoke': Scale(teacher=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, schedule='step'),
                    student=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, n_train=None,
-                                schedule='step', bf16=None),
+                                schedule='step'),
                    crd=dict(nce_n=256), about='the synthetic set, one epoch: tests'),
     'imagenet': Scale(teacher=_IMAGENET | dict(arch='resnet34_imagenet'),
                       student=_IMAGENET | dict(arch='resnet18_imagenet', temperature=4.5, alpha=0.95,
@@ -204,7 +202,7 @@ def check_teacher(folder, config) -> Path:
     metrics = read_metrics(path)
     if not (metrics and metrics['finished'] and (path/'model.pt').is_file()):
         raise FileNotFoundError(f"teacher {folder}: no finished teacher run with its model.pt there")
-    want = config.identity()
+    want = as_teacher(config.identity())
     if differ := [k for k in want if metrics['identity'].get(k) != want[k]]:
         raise ValueError(f"teacher {folder} is not this scale's teacher: it differs in " +
                          ', '.join(f"{k} ({metrics['identity'].get(k)!r}, not {want[k]!r})" for k in differ))
@@ -305,9 +303,14 @@ def check_clean(folder: Path, allow_dirty: bool = False) -> None:
     if ignored or not git_state(root)['dirty']:
         return
     if not allow_dirty:
+        changed = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+                                 capture_output=True, text=True).stdout.splitlines()
+        named = ', '.join(line[3:] for line in changed[:10])
+        if len(changed) > 10:
+            named += f" and {len(changed) - 10} more"
         raise ValueError(f"{folder} is where a committed study lives, and the working tree has uncommitted changes to "
-                         f"tracked files: commit them first (a committed study comes from one clean commit), or pass "
-                         f"--allow-dirty (every run then records it)")
+                         f"tracked files ({named}): commit them first (a committed study comes from one clean commit), "
+                         f"or pass --allow-dirty (every run then records it)")
     # the runs this process starts inherit it, and record it in their metrics (core.versions)
     os.environ['ISOKD_ALLOW_DIRTY'] = '1'
 

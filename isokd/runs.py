@@ -7,25 +7,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.distributed as dist
+from tqdm import tqdm
 
-from .core import (cpu_has_bf16, get_device, seed_everything, atomic_write_json, atomic_save, resolve_path,
-                        versions, dist_info, log, file_sha256, project_root)
-from .data import load_data, stratified_subset
+from .core import (console, default_threads, get_device, seed_everything, atomic_write_json, atomic_save,
+                        resolve_path, versions, dist_info, log, say, file_sha256, project_root)
+from .data import data_files_sha256, load_data, stratified_subset
 from .models import PUBLISHED, create_model, published_weights
 from .mixing import MIXUPS, Mixer
 from .calibration import TeacherOrder
-from .config import TeacherConfig, KDConfig, CRDConfig
+from .config import TeacherConfig, KDConfig, CRDConfig, as_teacher
 from .loop import make_optimizer, check_batch_split, prepare, train_epoch, evaluate
 
 # %% auto #0
-__all__ = ['run_lock', 'load_checkpoint', 'read_metrics', 'check_existing', 'fit', 'order_profile', 'accuracy_line', 'run',
-           'shipped_teacher', 'load_teacher', 'train_teacher', 'distill', 'distill_crd']
+__all__ = ['run_lock', 'load_checkpoint', 'read_metrics', 'check_existing', 'start_line', 'fit', 'order_profile', 'accuracy_line',
+           'run', 'shipped_teacher', 'load_teacher', 'train_teacher', 'distill', 'distill_crd']
 
 # %% ../nbs/09_runs.ipynb #5ae65bce
 @contextlib.contextmanager
@@ -84,9 +86,10 @@ def _summarise(metrics: dict):
         last = tested[-1]
         summary |= dict(test_acc_last=last['test_acc'], test_top5_last=last['test_top5'],
                         test_nll_last=last['test_loss'], test_ece_last=last.get('test_ece'))
-    if 'val_acc' in history[-1]:
-        best = max(history, key=lambda r: r['val_acc'])
-        summary |= dict(val_acc_last=history[-1]['val_acc'], val_acc_best=best['val_acc'], best_epoch=best['epoch'])
+    validated = [r for r in history if 'val_acc' in r]
+    if validated:
+        best = max(validated, key=lambda r: r['val_acc'])
+        summary |= dict(val_acc_last=validated[-1]['val_acc'], val_acc_best=best['val_acc'], best_epoch=best['epoch'])
     elif tested:
         # the test set every epoch: its best epoch (what the authors' code reports; never used to choose anything)
         best = max(tested, key=lambda r: r['test_acc'])
@@ -114,14 +117,19 @@ def _save_epoch(distiller, opt, sched, metrics: dict, out_dir: Path):
     atomic_write_json(out_dir/'metrics.json', metrics)
 
 # %% ../nbs/09_runs.ipynb #f934b537
+def start_line(cfg, device) -> str:
+    "What a run says at its start: the method, the device and its threads, and the precision it chose, with why."
+    threads = f", {torch.get_num_threads()} thread(s)" if device.type == 'cpu' else ''
+    return f"{getattr(cfg, 'method', 'teacher')} ({cfg.arch}) on {device}{threads}; {cfg.precision().reason}"
+
+# %% ../nbs/09_runs.ipynb #a9d98e28
 def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress=True, on_finish=None) -> dict:
     "Train `distiller` on `data` as `cfg` says, into `out_dir`; return the metrics (`on_finish(model)` adds to them)."
     device, (rank, world) = get_device(cfg.device), dist_info()
     check_batch_split(cfg.batch_size, world)
-    bf16 = device.type == 'cuda' if cfg.bf16 is None else cfg.bf16
-    if bf16 and device.type == 'cpu' and not cpu_has_bf16():
-        log("bf16=True on a CPU without bfloat16 instructions (AVX512-BF16, AMX): it is emulated and slower than "
-            "float32 here; pass bf16=False (the results then differ from the committed ones)")
+    precision = cfg.precision()
+    say(start_line(cfg, device))
+    bf16 = precision.bf16
     model = prepare(distiller, device, cfg.channels_last, cfg.compile, cfg.sync_bn)
     # on the device (in-memory datasets) or streamed from an image folder: the data's `loader` decides
     train_dl = data.loader('train', cfg.batch_size // world, device, train=True, seed=cfg.seed,
@@ -135,29 +143,39 @@ def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress
     opt, sched = make_optimizer([p for p in distiller.parameters() if p.requires_grad], cfg, len(train_dl))
     metrics = dict(method=getattr(cfg, 'method', 'teacher'), identity=cfg.identity(),
                    params=asdict(cfg) | {'kind': cfg.kind}, versions=versions(device) | dict(world_size=world),
-                   finished=False, history=[], **(extra or {}))
+                   precision=dict(autocast=precision.name, native_bf16=precision.native, requested=cfg.bf16,
+                                  reason=precision.reason),
+                   data_sha256=data_files_sha256(cfg.dataset, cfg.data_root), finished=False, history=[],
+                   **(extra or {}))
     start = 0
     if (out_dir/'checkpoint.pt').is_file():
         start, metrics['history'] = _resume(distiller, opt, sched, out_dir/'checkpoint.pt')
-        log(f"Resuming {out_dir} after epoch {start} of {cfg.epochs}")
+        say(f"Resuming {out_dir} after epoch {start} of {cfg.epochs}")
     # the trained model's size (a teacher's own, a student's)
     metrics['model_params'] = sum(p.numel() for p in distiller.student.parameters())
-    for epoch in range(start, cfg.epochs):
+    where = 'val' if val_dl is not None else 'test'
+    # the epochs on the console (a terminal only): the notebook has a line each
+    epochs = tqdm(range(start, cfg.epochs), desc=metrics['method'], initial=start, total=cfg.epochs, unit='epoch',
+                  file=console(), disable=None if progress and rank == 0 else True)
+    for epoch in epochs:
         lr = opt.param_groups[0]['lr']
         record = train_epoch(model, train_dl, mixer, opt, sched, epoch, cfg.seed, bf16, progress)
         record |= dict(images_per_s=len(data.y_train) / record['seconds'])
-        # with a validation split, the test set is evaluated once, after the last epoch
-        if val_dl is not None:
-            record |= {f'val_{k}': v for k, v in evaluate(distiller.student, val_dl, bf16).items()}
-        if val_dl is None or epoch + 1 == cfg.epochs:
-            record |= {f'test_{k}': v for k, v in evaluate(distiller.student, test_dl, bf16).items()}
+        # every `eval_every` epochs and the last; with a validation split, the test set once, after the last epoch
+        last = epoch + 1 == cfg.epochs
+        if last or (epoch + 1) % cfg.eval_every == 0:
+            if val_dl is not None:
+                record |= {f'val_{k}': v for k, v in evaluate(distiller.student, val_dl, bf16).items()}
+            if val_dl is None or last:
+                record |= {f'test_{k}': v for k, v in evaluate(distiller.student, test_dl, bf16).items()}
         metrics['history'].append(dict(epoch=epoch + 1, lr=lr) | record)
         if rank == 0:
             _save_epoch(distiller, opt, sched, metrics, out_dir)
-        where = 'val' if val_dl is not None else 'test'
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
-            f"{where} top-1 {record[where + '_acc']:.2%}  "
+        accuracy = f"  {where} top-1 {record[where + '_acc']:.2%}" if where + '_acc' in record else ''
+        epochs.set_postfix_str(f"loss {record['train_loss']:.3f}{accuracy}", refresh=False)
+        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}{accuracy}  "
             f"{record['seconds']:.1f}s  {record['images_per_s']:.0f} img/s")
+    epochs.close()
     if rank == 0:
         atomic_save(distiller.student.state_dict(), out_dir/'model.pt')
         metrics['model_sha256'] = file_sha256(out_dir/'model.pt')
@@ -212,6 +230,9 @@ def _finished(cfg, out_dir: Path) -> dict | None:
 
 def run(cfg: TeacherConfig, progress=True) -> dict:
     "Carry out the run `cfg` (a teacher, or a student with its teacher) in its folder; return its metrics."
+    # a run started by hand takes the idle cores; the study runner and torchrun set OMP_NUM_THREADS for theirs
+    if 'OMP_NUM_THREADS' not in os.environ:
+        torch.set_num_threads(default_threads())
     # each seed trains on its own subset (n_train); a student's teacher is the same for every seed
     # a streamed folder's files are checked once, by rank 0 (the others stop with it if it fails)
     data = load_data(cfg.dataset, cfg.data_root, cfg.n_train, cfg.n_test, seed=cfg.seed, n_val=cfg.n_val,
@@ -249,7 +270,8 @@ def shipped_teacher(tcfg: TeacherConfig) -> Path | None:
     "The folder of a committed study's teacher (`runs/<scale>/teacher/seed<k>/`, weights included) that is `tcfg`."
     for folder in sorted((project_root()/'runs').glob('*/teacher/seed*')):
         metrics = read_metrics(folder)
-        if metrics and metrics['finished'] and metrics['identity'] == tcfg.identity() and (folder/'model.pt').is_file():
+        same = metrics and as_teacher(metrics['identity']) == as_teacher(tcfg.identity())
+        if same and metrics['finished'] and (folder/'model.pt').is_file():
             return folder
     return None
 
