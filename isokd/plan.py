@@ -139,7 +139,7 @@ SCALES = {
                                      soft_constraint_ratio=2.0),
                  crd=dict(nce_n=2048), shared_teacher=True, design=_cpu_design(),
                  about='Fashion-MNIST 28x28, ResNet-14 (55,000 images, 15 epochs) -> ResNet-8 (2,500 images, 60 '
-                       'epochs), cosine: two CPU cores'),
+                       'epochs), cosine, bf16 where native: two CPU cores'),
     'smoke': Scale(teacher=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, schedule='step'),
                    student=dict(dataset='synthetic', arch='resnet8', epochs=1, batch_size=64, n_train=None,
                                 schedule='step'),
