@@ -17,14 +17,16 @@ In a training loop, after Mixup or CutMix gave `images` and their soft `[B, C]` 
 
 `method` is 'kd' (KD, KD-aug), 'kd-i' (the teacher's logits calibrated by isotonic regression), 'kd-p' (the
 order penalty on the student) or 'kd-id' (KD-i's weight control: the raw teacher in place of the calibrated one);
-`out.losses` names the terms.
+`out.losses` names the terms. `isokd.functional` has the same losses as functions returning a tensor (`kd_loss`,
+`kd_i_loss`, `kd_p_loss`, `kd_id_loss`), with torch's `reduction=`.
 The modules (`isokd.models`, `isokd.runs`, ...) load on first use.
 """
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 from .calibration import isotonic_calibrate, isotonic_penalty, order_stats, OrderStats, TeacherOrder
-from .kd import KDLoss, kd_div
+from .functional import kd_div
+from .kd import KDLoss
 from .crd import CRDLoss
 
 try:
@@ -35,8 +37,8 @@ except PackageNotFoundError:
 __all__ = ['isotonic_calibrate', 'isotonic_penalty', 'order_stats', 'OrderStats', 'TeacherOrder', 'KDLoss', 'kd_div',
            'CRDLoss', 'SUBMODULES']
 
-SUBMODULES = ('core', 'data', 'models', 'mixing', 'calibration', 'kd', 'crd', 'config', 'loop', 'runs', 'report',
-              'plan', 'study', 'launch', 'slurm')
+SUBMODULES = ('core', 'data', 'models', 'mixing', 'calibration', 'functional', 'kd', 'crd', 'config', 'loop', 'runs',
+              'report', 'plan', 'study', 'launch', 'slurm')
 
 def __getattr__(name: str):
     "`isokd.models` and the other modules, imported when first used."

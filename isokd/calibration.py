@@ -12,9 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .core import check_choice
+
 # %% auto #0
-__all__ = ['ORDER_CLASSES', 'check_pair', 'isotonic_calibrate', 'isotonic_reference', 'isotonic_penalty', 'order_stats',
-           'OrderStats', 'TeacherOrder', 'order_classes']
+__all__ = ['REDUCTIONS', 'ORDER_CLASSES', 'check_pair', 'isotonic_calibrate', 'isotonic_reference', 'isotonic_penalty',
+           'order_stats', 'OrderStats', 'TeacherOrder', 'order_classes']
 
 # %% ../nbs/04_calibration.ipynb #e1be0973
 _HEAD_LABELS = 4          # leading chain positions solved by brute force: mixes of up to 4 labels take the fast paths
@@ -340,7 +342,10 @@ def isotonic_reference(scores, target, solver: str = 'auto', rows_per_problem: i
     return torch.from_numpy(out).to(scores.dtype).to(scores.device) if as_tensor else out
 
 # %% ../nbs/04_calibration.ipynb #9594a820
-def isotonic_penalty(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+# torch's reductions of a per-row loss, which every loss of isokd takes
+REDUCTIONS = ('mean', 'sum', 'none')
+
+def isotonic_penalty(student_logits: torch.Tensor, target: torch.Tensor, reduction: str = 'mean') -> torch.Tensor:
     """KD-p's order penalty P(z) on the student's probabilities.
 
     Parameters
@@ -351,12 +356,14 @@ def isotonic_penalty(student_logits: torch.Tensor, target: torch.Tensor) -> torc
     target : torch.Tensor
         `[B, C]` class weights on the same device. The labelled classes are those above the row's least weight, so
         label smoothing, k-way mixes and a class mixed with itself give the penalty of the unsmoothed target.
+    reduction : str
+        'mean' over the rows (default, the paper's), 'sum', or 'none' for each row's penalty (`[B]`).
 
     Returns
     -------
     torch.Tensor
-        A differentiable scalar: the mean over rows of relu(max foreign p - min labelled p) plus the mean of
-        relu(max p of the other labels - min p of the largest weight's classes). An empty batch gives 0, with a zero
+        Differentiable: per row, relu(max foreign p - min labelled p) plus relu(max p of the other labels - min p of
+        the largest weight's classes), reduced over the rows by `reduction`. An empty batch gives 0, with a zero
         gradient.
 
     Raises
@@ -365,17 +372,20 @@ def isotonic_penalty(student_logits: torch.Tensor, target: torch.Tensor) -> torc
         Naming the argument and the fix, as `isotonic_calibrate`; a non-finite `target` is refused (at once on the
         CPU, through `torch._assert_async` on an accelerator).
     """
+    check_choice('reduction', reduction, REDUCTIONS)
     _check_scores(student_logits, 'student_logits')
     _check_target(target, student_logits, 'student_logits')
     p = student_logits.to(_compute_dtype(student_logits.dtype)).softmax(1)
     if len(p) == 0:
-        return p.sum() * 0.
+        return p.sum(1) * 0. if reduction == 'none' else p.sum() * 0.
     _check_finite(target.detach(), 'target', "pass the batch's class weights")
     S, top = ~_foreign(target), target == target.amax(1, keepdim=True)
     lo, hi = -1.0, 2.0                                          # outside [0, 1]: an empty max or min adds 0
     first = torch.relu(torch.where(S, lo, p).amax(1) - torch.where(S, p, hi).amin(1))
     second = torch.relu(torch.where(S & ~top, p, lo).amax(1) - torch.where(S & top, p, hi).amin(1))
-    return first.mean() + second.mean()
+    if reduction == 'none':
+        return first + second
+    return first.mean() + second.mean() if reduction == 'mean' else first.sum() + second.sum()
 
 # %% ../nbs/04_calibration.ipynb #e6532446
 _ORDER_SUMS = ('tau_sum', 'rows_with_pairs', 'top2_hits', 'violations', 'rows')

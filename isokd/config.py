@@ -21,7 +21,8 @@ from .data import DATASETS, VALIDATION_SPLITS, FolderSpec
 from .models import MODELS
 from .mixing import MIXUPS
 from .loop import SCHEDULE_KINDS
-from .kd import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, TEACHER_TARGETS, CE, KD, KDLoss, check_kd_params
+from .functional import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, TEACHER_TARGETS, check_kd_params
+from .kd import CE, KD, KDLoss
 from .crd import BETA, FEAT_DIM, NCE_T, NCE_M, CRD, CRDLoss, check_crd_params, check_nce_n
 
 # %% auto #0
@@ -144,7 +145,8 @@ class TeacherConfig:
         return CE(student)
 
 # %% ../nbs/07_config.ipynb #8e4e4366
-# the `calibration` values (the authors' flags, and 'identity' for KD-i's weight control) -> the method (`05_kd`)
+# the `calibration` values (the authors' flags, and 'identity' for KD-i's weight control) -> the method
+# (`04a_functional`)
 CALIBRATIONS = {m.calibration: m for m in METHOD_TABLE}
 
 @dataclass

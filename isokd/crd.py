@@ -14,12 +14,13 @@ import torch.nn.functional as F
 import torch.distributed as dist
 
 from .core import check_range, check_int, dist_info
+from .functional import nce_loss
 from .kd import KD, KDLoss, StepOutput
 from .calibration import _check_tensor, _check_finite, _require, _where_bad
 
 # %% auto #0
 __all__ = ['BETA', 'FEAT_DIM', 'NCE_N', 'NCE_T', 'NCE_M', 'Embed', 'max_negatives', 'check_nce_n', 'check_labels',
-           'ContrastMemory', 'nce_loss', 'check_crd_params', 'CRDLoss', 'CRD']
+           'ContrastMemory', 'check_crd_params', 'CRDLoss', 'CRD']
 
 # %% ../nbs/06_crd.ipynb #9087059d
 BETA, FEAT_DIM, NCE_N, NCE_T, NCE_M = 0.8, 128, 16384, 0.07, 0.5
@@ -148,13 +149,6 @@ class ContrastMemory(nn.Module):
                 setattr(self, name, mem.index_copy(0, index, rows))  # a new bank: the step's graph holds the old
             else:
                 mem.index_copy_(0, index, rows)
-
-# %% ../nbs/06_crd.ipynb #0e581f92
-def nce_loss(log_p: torch.Tensor, n_data: int) -> torch.Tensor:
-    """NCE loss of `log P` `[B, 1 + K]` (column 0 the positive) with the uniform noise `1/n_data`
-    (RepDistiller's `ContrastLoss`)."""
-    u = log_p - math.log((log_p.shape[1] - 1) / n_data)
-    return (F.softplus(-u[:, 0]).sum() + F.softplus(u[:, 1:]).sum()) / log_p.shape[0]
 
 # %% ../nbs/06_crd.ipynb #de3b2a63
 def check_crd_params(feat_dim, nce_n, nce_t, nce_m, beta=0.):

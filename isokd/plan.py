@@ -14,7 +14,7 @@ from time import perf_counter
 from .core import atomic_write_json, check_int, git_state, project_root, resolve_path, runs_root
 from .data import load_data
 from .config import CALIBRATIONS, RUN_KINDS, as_teacher
-from .kd import METHOD_TABLE
+from .functional import METHOD_TABLE
 from .crd import NCE_N
 from .runs import read_metrics
 
@@ -26,7 +26,7 @@ __all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 
 
 # %% ../nbs/11_plan.ipynb #8198dffb
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
-# the README's methods: KD-aug, KD-i, KD-p (05_kd's table)
+# the README's methods: KD-aug, KD-i, KD-p (04a_functional's table)
 SUFFIXES = {m.suffix: m.calibration for m in METHOD_TABLE if m.key in ('kd', 'kd-i', 'kd-p')}
 
 def _readme_configs():

@@ -9,7 +9,8 @@ import torch
 
 import isokd.runs
 from isokd.config import CRDConfig
-from isokd.crd import ContrastMemory, max_negatives, nce_loss
+from isokd.crd import ContrastMemory, max_negatives
+from isokd.functional import nce_loss
 from isokd.runs import distill_crd
 from isokd.mixing import Mixer
 from isokd.models import create_model

@@ -4,8 +4,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from isokd.kd import KDLoss, kd_div
-from isokd.crd import CRDLoss, nce_loss
+from isokd.functional import kd_div
+from isokd.kd import KDLoss
+from isokd.crd import CRDLoss
+from isokd.functional import nce_loss
 from isokd.mixing import Mixer
 from conftest import kd_of
 from isokd.calibration import _calibrate, isotonic_calibrate, isotonic_penalty

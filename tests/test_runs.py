@@ -77,12 +77,12 @@ def test_killed_papermill_run_resumes_to_identical_metrics(tmp_path, tiny):
     assert resumed['finished'] and _strip(resumed) == _strip(whole)
 
 def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path, tiny, monkeypatch):
-    import isokd.kd
-    calls, kd_div = [0], isokd.kd.kd_div
+    import isokd.functional
+    calls, kd_div = [0], isokd.functional.kd_div
     def poisoned(*a):
         calls[0] += 1
         return kd_div(*a) * (float('nan') if calls[0] == 11 else 1.)   # 8 steps an epoch: epoch 2, step 3
-    monkeypatch.setattr(isokd.kd, 'kd_div', poisoned)
+    monkeypatch.setattr(isokd.functional, 'kd_div', poisoned)
     with pytest.raises(FloatingPointError, match='epoch 2, step 3'):
         distill(out_dir=str(tmp_path/'kd'), progress=False, **tiny)
     m = read_metrics(tmp_path/'kd')
@@ -90,8 +90,9 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tm
     assert torch.load(tmp_path/'kd'/'checkpoint.pt', weights_only=True)['epoch'] == 1
 
 def test_corrupt_checkpoint_is_reported_with_its_path(tmp_path, tiny, monkeypatch):
-    import isokd.kd
-    monkeypatch.setattr(isokd.kd, 'kd_div', lambda *a: torch.tensor(float('inf')))   # stop after nothing is finished
+    import isokd.functional
+    # stop after nothing is finished
+    monkeypatch.setattr(isokd.functional, 'kd_div', lambda *a: torch.tensor(float('inf')))
     with pytest.raises(FloatingPointError):
         distill(out_dir=str(tmp_path/'kd'), progress=False, **tiny)
     monkeypatch.undo()

@@ -32,7 +32,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
-NUMBERED = re.compile(r'\d\d_.+\.ipynb')
+NUMBERED = re.compile(r"\d\d[a-z]?_.+\.ipynb")
 DIRECTIVE = re.compile(r'\s*#\|\s*(.+?)\s*$')
 SKIP_TAG = 'skip-execution'
 
