@@ -35,6 +35,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                    'isokd.calibration._pair_sums': ('calibration.html#_pair_sums', 'isokd/calibration.py'),
                                    'isokd.calibration._pair_sums_by_tier': ('calibration.html#_pair_sums_by_tier', 'isokd/calibration.py'),
                                    'isokd.calibration._ratios': ('calibration.html#_ratios', 'isokd/calibration.py'),
+                                   'isokd.calibration._reads_free': ('calibration.html#_reads_free', 'isokd/calibration.py'),
                                    'isokd.calibration._require': ('calibration.html#_require', 'isokd/calibration.py'),
                                    'isokd.calibration._solve_cpu': ('calibration.html#_solve_cpu', 'isokd/calibration.py'),
                                    'isokd.calibration._solve_general': ('calibration.html#_solve_general', 'isokd/calibration.py'),

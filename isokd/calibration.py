@@ -59,7 +59,9 @@ def _tables(U: int, K: int, dtype, device):
 def _head_means(y, U: int):
     """means[:, k, j] = mean(y[k..j]) for k < U, j >= k, and -inf for j < k;
     as y_k + sum(y_i - y_k) / n, so a run in order gives y_k exactly."""
-    keep, recip, neg = _tables(U, y.shape[1], y.dtype, y.device)
+    # inside torch.compile the tables are traced (they fold into the graph); eager calls share the cached ones
+    tables = _tables.__wrapped__ if torch.compiler.is_compiling() else _tables
+    keep, recip, neg = tables(U, y.shape[1], y.dtype, y.device)
     yk = y[:, :U, None]
     return torch.addcmul(neg, (y[:, None, :] - yk).mul_(keep).cumsum_(2), recip).add_(yk)
 
@@ -202,10 +204,15 @@ def _check_target(target, scores, name: str = 'scores'):
         raise TypeError(f"target has dtype {target.dtype}: want float class weights; pass target.float()")
     check_pair(scores, target, name, 'target')
 
+def _reads_free(x: torch.Tensor) -> bool:
+    "Whether reading a value of `x` on the host costs nothing: on the CPU, in eager mode (not inside torch.compile)."
+    return x.device.type == 'cpu' and not torch.compiler.is_compiling()
+
 def _require(ok: torch.Tensor, message: str, detail=None):
     """Raise `ValueError` unless the 0-dim bool tensor `ok` holds: on the CPU at once (`detail()`, if given, says
-    where); on an accelerator asynchronously, `torch._assert_async`, with no host sync."""
-    if ok.device.type != 'cpu':
+    where); on an accelerator and inside `torch.compile` asynchronously, `torch._assert_async`, with no host sync and
+    no branch on the data."""
+    if not _reads_free(ok):
         torch._assert_async(ok, message)
     elif not ok:
         raise ValueError(message + (detail() if detail else ''))
@@ -217,7 +224,8 @@ def _where_bad(bad: torch.Tensor, x: torch.Tensor) -> str:
 
 def _check_finite(x: torch.Tensor, name: str, fix: str, neg_inf: bool = False):
     "Refuse NaN and +inf in `x` (and -inf unless `neg_inf`), naming `name`; `fix` says what to do."
-    if x.device.type == 'cpu' and x.isfinite().all():       # the usual case, in one pass (reading is free on the CPU)
+    # the usual case, in one pass (reading is free on the CPU)
+    if _reads_free(x) and x.isfinite().all():
         return
     bad = (x.isnan() | (x == math.inf)) if neg_inf else ~x.isfinite()
     allowed = "finite values or -inf" if neg_inf else "finite values"
@@ -270,15 +278,16 @@ def isotonic_calibrate(scores: torch.Tensor, target: torch.Tensor) -> torch.Tens
         return t.clone().to(scores.dtype)
     _check_finite(t, 'scores', "mask a class with -inf, not NaN", neg_inf=True)
     _check_finite(w, 'target', "pass the batch's class weights")
-    if t.device.type == 'cpu':
-        if not t.isneginf().any():                  # reading it is free on the CPU: no mask, nothing more to do
-            return _calibrate(t, w, 'cpu').to(scores.dtype)
+    reads_free = _reads_free(t)
+    # reading it is free on the CPU: no mask, nothing more to do
+    if reads_free and not t.isneginf().any():
+        return _calibrate(t, w, 'cpu').to(scores.dtype)
     # the masked tail gets a value below every other score of its row: the projection never pools it (the same
     # tensors, to the bit, where nothing is masked)
     dead = _masked(t, w)
     lo, hi = torch.where(dead, math.inf, t).amin(1, keepdim=True), torch.where(dead, -math.inf, t).amax(1, keepdim=True)
     floor = (lo - (hi - lo) - 1).nan_to_num(0., 0., 0.)
-    out = _calibrate(torch.where(dead, floor, t), w, 'cpu' if t.device.type == 'cpu' else 'general')
+    out = _calibrate(torch.where(dead, floor, t), w, 'cpu' if reads_free else 'general')
     return torch.where(dead, -math.inf, out).to(scores.dtype)
 
 # %% ../nbs/04_calibration.ipynb #19738c2a
