@@ -13,6 +13,8 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True, zip_safe=False, python_requires='>=' + cfg['min_python'],
+    # PEP 561: the annotations of isokd are for type checkers too
+    package_data={cfg['lib_path']: ['py.typed']},
     install_requires=cfg['requirements'].split(),
     extras_require={'dev': cfg['dev_requirements'].split()},
     entry_points={'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},

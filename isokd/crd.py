@@ -187,7 +187,8 @@ class CRDLoss(nn.Module):
         self.embed_s, self.embed_t = Embed(s_dim, feat_dim), Embed(t_dim, feat_dim)
         self.memory = ContrastMemory(feat_dim, labels, nce_n, nce_t, nce_m)
 
-    def check_batch(self, f_s, f_t, index, contrast_idx=None):
+    def check_batch(self, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.Tensor,
+                    contrast_idx: torch.Tensor | None = None):
         """Raise `TypeError`/`ValueError` naming the argument and what to pass, before the memory bank or `Z` is
         touched, unless the batch is one CRD can learn from: features `[B, s_dim]` and `[B, t_dim]` (or `[B, d, 1, 1]`),
         finite, B >= 1, and `index` `[B]` integer dataset indices in `[0, N)`, all on the module's device. Shapes,
@@ -236,7 +237,8 @@ class CRDLoss(nn.Module):
         _check_finite(f_s.detach(), 'f_s', "the student's features must be finite (check its forward pass)")
         _check_finite(f_t.detach(), 'f_t', "the teacher's features must be finite")
 
-    def forward(self, f_s, f_t, index, contrast_idx=None) -> torch.Tensor:
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.Tensor,
+                contrast_idx: torch.Tensor | None = None) -> torch.Tensor:
         "The CRD loss of the batch (a scalar); then the memory update. A refused batch (`check_batch`) changes nothing."
         self.check_batch(f_s, f_t, index, contrast_idx)
         with torch.autocast(f_s.device.type, enabled=False):   # float32: exp(score / 0.07) wants it

@@ -131,3 +131,25 @@ def test_the_readme_example_runs():
     block = re.search(r'<!-- example: own loop -->\s*```python\n(.*?)```', readme, re.S)
     assert block, "README.md lost its '<!-- example: own loop -->' python block"
     exec(compile(block.group(1), 'README.md', 'exec'), {})
+
+def test_every_public_loss_documents_its_parameters():
+    "help() on the losses a loop uses lists each parameter of their signatures (numpy style)."
+    import inspect
+    import isokd.functional as fn
+    for obj in (isokd.KDLoss, fn.kd_terms, fn.kd_loss, fn.kd_i_loss, fn.kd_p_loss, fn.kd_id_loss,
+                isokd.isotonic_calibrate, isokd.isotonic_penalty, isokd.CRDLoss):
+        params = inspect.signature(obj).parameters
+        assert 'Parameters\n    ----------' in obj.__doc__, obj.__qualname__
+        for name in params:
+            assert re.search(rf'\b{name}\b[^\n]* :', obj.__doc__), f"{obj.__qualname__} does not document {name}"
+
+def test_the_wheel_ships_py_typed(tmp_path):
+    "PEP 561: the built package carries py.typed, so type checkers read isokd's annotations."
+    import subprocess
+    import sys
+    import zipfile
+    r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
+                        str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel, = tmp_path.glob('isokd-*.whl')
+    assert 'isokd/py.typed' in zipfile.ZipFile(wheel).namelist()
