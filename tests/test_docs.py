@@ -50,6 +50,10 @@ def test_pages_are_executed_with_figures_and_indexed(tmp_path):
     assert '<a href="01_data.html">Data</a>' in listing
     # the home page is the README, the pages of docs/ are there
     assert 'In your own training loop' in (out/'index.html').read_text() and (out/'docs'/'methods.html').is_file()
+    # the API page, from the docstrings: each parameter of KDLoss and of the functional losses
+    api = (out/'api.html').read_text()
+    for text in ('isokd.KDLoss', 'isotonic_mode : str', 'isokd.functional.kd_i_loss', 'reduction : str'):
+        assert text in api, text
     assert not (ROOT/'nbs'/'99_probe.ipynb').exists()
 
 

@@ -10,11 +10,14 @@ lands in runs/), and under a deadline of --timeout seconds for the whole noteboo
 of the `tst_flags` of settings.ini, such as `#| slow` or `#| slurm`, or `#| eval: false`) are shown but not run;
 `#| hide` cells run but are not shown. The site's home page is README.md; it holds the pages of docs/, the committed
 studies' pages (runs/<scale>/README.md and their figures) and a page per notebook, with figures embedded, and a list
-of the notebooks with their title and summary line. The exit status is 1 if a notebook failed (its page then shows the
+of the notebooks with their title and summary line, and an API page written from the docstrings of the public names
+(`isokd`'s and `isokd.functional`'s). The exit status is 1 if a notebook failed (its page then shows the
 error) or mkdocs did.
 """
 import argparse
 import configparser
+import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -27,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
+import isokd
+import isokd.functional as functional
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -149,6 +154,25 @@ def stage_pages(site: Path):
             shutil.copy(file, folder/file.name)
 
 
+def api_names() -> dict[str, list[str]]:
+    "The public names a training loop uses, by module: `isokd.__all__` and the callables of `isokd.functional`."
+    loop = [n for n in isokd.__all__ if callable(getattr(isokd, n))]
+    return {'isokd': loop, 'isokd.functional': [n for n in functional.__all__ if callable(getattr(functional, n))]}
+
+
+def write_api_page(site: Path):
+    "api.md: each public name's signature and docstring (numpy style, as `help()` shows it)."
+    lines = ["# API", "", "Written from the docstrings by `tools/build_docs.py`: what `help()` shows for each name.",
+             ""]
+    for module, names in api_names().items():
+        lines += [f"## `{module}`", ""]
+        for name in names:
+            obj = getattr(importlib.import_module(module), name)
+            lines += [f"### `{module}.{name}`", "", "```text", f"{name}{inspect.signature(obj)}", "",
+                      inspect.cleandoc(obj.__doc__ or ''), "```", ""]
+    (site/'api.md').write_text('\n'.join(lines))
+
+
 def write_notebook_list(pages: Path, entries: list[dict]):
     "notebooks/index.md: each notebook's title, linked to its page, its summary line, and its failure if it failed."
     rows = [f"- [{e['title']}]({e['page']}){' (failed: ' + e['error'] + ')' if e['error'] else ''}: {e['summary']}"
@@ -167,7 +191,7 @@ def mkdocs_config(site: Path, out: Path, entries: list[dict]) -> dict:
                 plugins=['search', {'mkdocs-jupyter': dict(execute=False, include_source=True,
                                                            include_requirejs=False)}],
                 nav=[{'Home': 'index.md'}, *studies,
-                     {'Pages': [{title: f'docs/{stem}.md'} for stem, title in titles.items()]},
+                     {'Pages': [{title: f'docs/{stem}.md'} for stem, title in titles.items()]}, {'API': 'api.md'},
                      {'Notebooks': ['notebooks/index.md', *({e['title']: f"notebooks/{e['page']}"} for e in entries)]}])
 
 
@@ -199,6 +223,7 @@ def main(argv=None) -> int:
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             entries = list(pool.map(lambda p: build(p, workdir, pages, args.timeout, flags, env), notebooks))
         stage_pages(site)
+        write_api_page(site)
         write_notebook_list(pages, entries)
         config = scratch/'mkdocs.yml'
         # JSON is YAML: no YAML writer needed
