@@ -1,6 +1,9 @@
 """The precision a run chooses: bf16 autocast where the device computes it natively, float32 elsewhere, a request
 followed (with a warning where bf16 is emulated); what a run records of it and of the CPU."""
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +15,7 @@ import isokd.runs as runs
 from isokd.config import KDConfig, TeacherConfig, as_teacher
 from isokd.core import CPU_FLAGS, choose_precision, cpu_bf16_native, cpu_info
 from isokd.runs import distill, read_metrics
-from conftest import papermill
+from conftest import ROOT, papermill
 
 EMULATING = dict(model='an AVX2-only CPU', flags=dict.fromkeys(CPU_FLAGS, False) | dict(avx2=True),
                  capability='AVX2', onednn_bf16=False)
@@ -97,3 +100,27 @@ def test_papermill_says_precision_and_resume_on_the_terminal(tmp_path, monkeypat
     assert 'KD-aug (resnet8) on cpu' in done.stderr and 'thread(s)' in done.stderr
     assert choose_precision(None, 'cpu').reason in done.stderr
     assert f'Resuming {out} after epoch 1 of 2' in done.stderr
+
+
+def test_amended_precision_of_a_committed_run_from_its_notebook(tmp_path, monkeypatch):
+    "tools/amend_provenance.py: bf16 from the parameters, native from the printed throughput; twice changes nothing."
+    monkeypatch.syspath_prepend(str(ROOT/'tools'))
+    from amend_provenance import main
+    run = tmp_path/'kd'/'seed0'
+    shutil.copytree(ROOT/'runs'/'cpu'/'kd'/'seed0', run, ignore=shutil.ignore_patterns('*.pt'))
+    record = json.loads((run/'metrics.json').read_text())
+    record.pop('precision', None)
+    (run/'metrics.json').write_text(json.dumps(record))
+    notebook = json.loads((run/'run.ipynb').read_text())
+    slow = tmp_path/'slow'/'seed0'
+    shutil.copytree(run, slow)
+    # the same run as if its epochs had printed an emulated bf16's throughput
+    text = json.dumps(notebook)
+    (slow/'run.ipynb').write_text(re.sub(r'(\d+) img/s', '48 img/s', text))
+    assert main([str(tmp_path)]) == 0
+    fast_p, slow_p = (json.loads((d/'metrics.json').read_text())['precision'] for d in (run, slow))
+    assert (fast_p['autocast'], fast_p['native_bf16'], fast_p['amended']) == ('bf16', True, True)
+    assert (slow_p['autocast'], slow_p['native_bf16']) == ('bf16', False) and '48 img/s' in slow_p['reason']
+    before = (run/'metrics.json').read_bytes()
+    main([str(tmp_path)])
+    assert (run/'metrics.json').read_bytes() == before
