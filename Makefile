@@ -45,7 +45,7 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The documentation site in _docs/ (mkdocs, Material theme: navigation and search): the README, docs/, the committed
-# studies' pages and the executed library notebooks nbs/00_core ... nbs/14_slurm; NBS="01_data 10_report" builds only
+# studies' pages, an API page and the executed library notebooks nbs/00_core ... nbs/14_slurm; NBS="01_data 05_kd" builds only
 # those. Open _docs/index.html, or serve it: python -m http.server -d _docs
 docs: setup
 	$(BIN)/python tools/build_docs.py $(NBS)
