@@ -21,7 +21,7 @@ from .data import DATASETS, VALIDATION_SPLITS, FolderSpec
 from .models import MODELS
 from .mixing import MIXUPS
 from .loop import SCHEDULE_KINDS
-from .functional import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, TEACHER_TARGETS, check_kd_params
+from .functional import TEMPERATURE, ALPHA, RHO, METHOD_TABLE, check_kd_params
 from .kd import CE, KD, KDLoss
 from .crd import BETA, FEAT_DIM, NCE_T, NCE_M, CRD, CRDLoss, check_crd_params, check_nce_n
 
@@ -205,7 +205,7 @@ class KDConfig(TeacherConfig):
     def default_out_dir(self) -> Path:
         calibration = self.calibration
         # the mode changes the loss of the methods that distil from a second teacher target (KD-i, KD-id)
-        if CALIBRATIONS[self.calibration].key in TEACHER_TARGETS and self.isotonic_mode != 'add':
+        if CALIBRATIONS[self.calibration].order_teacher and self.isotonic_mode != 'add':
             calibration += f'-{self.isotonic_mode}'
         name = f"{self.dataset}-{self.teacher_arch}-{self.arch}-{self.mixup}-{calibration}-s{self.seed}-{self.digest()}"
         return runs_root()/self.kind/name

@@ -5,7 +5,7 @@
 # %% ../nbs/04a_functional.ipynb #0c6921ca
 from __future__ import annotations
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +15,8 @@ from .calibration import (check_pair, isotonic_calibrate, isotonic_penalty, REDU
                                _check_target, _check_tensor, _check_finite, _compute_dtype, _require, _where_bad)
 
 # %% auto #0
-__all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHOD_TABLE', 'METHODS', 'EXTRA_TERMS', 'TEACHER_TARGETS', 'ISOTONIC_MODES', 'kd_div',
-           'Method', 'check_kd_params', 'LossOutput', 'check_kd_inputs', 'kd_terms', 'kd_loss', 'kd_i_loss',
+__all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHOD_TABLE', 'METHOD', 'METHODS', 'ISOTONIC_MODES', 'kd_div', 'Method',
+           'raw_teacher', 'check_kd_params', 'LossOutput', 'check_kd_inputs', 'kd_terms', 'kd_loss', 'kd_i_loss',
            'kd_p_loss', 'kd_id_loss', 'nce_loss']
 
 # %% ../nbs/04a_functional.ipynb #56e9e618
@@ -38,7 +38,7 @@ def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
 TEMPERATURE, ALPHA, RHO = 4.5, 0.95, 2.0
 
 class Method(NamedTuple):
-    "One method of the family, by every name it has."
+    "One method of the family: every name it has, and what its loss adds to KD-aug's."
     # `KDLoss`'s method
     key: str
     # the paper's name (with mixed images; plain KD when there is no mixing), 'CRD' for 'KD' in CRD runs
@@ -48,17 +48,26 @@ class Method(NamedTuple):
     # the suffix of a study configuration's name (`kd-mixup-i`)
     suffix: str
     # the name of the term it adds to KD-aug's losses
-    term: str | None
+    term: str | None = None
+    # what its order term distils from, a function of (teacher_logits, target), and that teacher in `objective()`
+    order_teacher: Callable | None = None
+    order_teacher_name: str | None = None
+    # whether its order term is the penalty P(z) on the student
+    penalty: bool = False
+    # whether it is one of the README's methods (KD-aug, KD-i, KD-p)
+    readme: bool = False
 
-# the one table of the method family's names
-METHOD_TABLE = (Method('kd', 'KD-aug', 'none', '', None),
-                Method('kd-i', 'KD-i', 'isotonic', '-i', 'iso'),
-                Method('kd-p', 'KD-p', 'isotonic_appr', '-p', 'penalty'),
-                Method('kd-id', 'KD-id', 'identity', '-id', 'id'))
-METHODS = tuple(m.key for m in METHOD_TABLE)
-EXTRA_TERMS = {m.key: m.term for m in METHOD_TABLE if m.term}
-# what the order terms of KD-i and of its weight control KD-id distil from: IR(t), and t itself
-TEACHER_TARGETS = {'kd-i': isotonic_calibrate, 'kd-id': lambda teacher_logits, target: teacher_logits}
+def raw_teacher(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    "The teacher's logits as they are: the order term of KD-id, KD-i's weight control."
+    return teacher_logits
+
+# the one table of the method family: a new method is a new row
+METHOD_TABLE = (Method('kd', 'KD-aug', 'none', '', readme=True),
+                Method('kd-i', 'KD-i', 'isotonic', '-i', 'iso', isotonic_calibrate, 'IR(t)', readme=True),
+                Method('kd-p', 'KD-p', 'isotonic_appr', '-p', 'penalty', penalty=True, readme=True),
+                Method('kd-id', 'KD-id', 'identity', '-id', 'id', raw_teacher, 't'))
+METHOD = {m.key: m for m in METHOD_TABLE}
+METHODS = tuple(METHOD)
 ISOTONIC_MODES = ('add', 'replace')
 
 def check_kd_params(temperature, alpha, rho, isotonic_mode, rho_name: str = 'rho'):
@@ -194,16 +203,17 @@ def kd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
     z32 = z.to(_compute_dtype(z.dtype))
     ce = F.cross_entropy(z32, target.to(z32.dtype), reduction=reduction) if len(z) else _zeros(z32, reduction)
     losses = {'ce': (1 - alpha) * ce}
-    teacher_target = TEACHER_TARGETS.get(method)
-    # the teacher's scores as KD-i (IR(t)) and KD-id (t itself) give them to the order term
-    ordered = teacher_target(t, target) if teacher_target else None
+    m = METHOD[method]
+    # the teacher's scores as the order term gets them: IR(t) for KD-i, t itself for KD-id
+    ordered = m.order_teacher(t, target) if m.order_teacher else None
     replaced = ordered is not None and isotonic_mode == 'replace'
     losses['kd'] = alpha * kd_div(z, ordered if replaced else t, T, reduction)
-    if ordered is not None and isotonic_mode == 'add':
-        losses[EXTRA_TERMS[method]] = rho * kd_div(z, ordered, T, reduction)
-    if method == 'kd-p':
-        losses[EXTRA_TERMS[method]] = rho * isotonic_penalty(z, target, reduction)
-    return LossOutput(sum(losses.values()), losses, ordered if method == 'kd-i' else None)
+    if ordered is not None and not replaced:
+        losses[m.term] = rho * kd_div(z, ordered, T, reduction)
+    if m.penalty:
+        losses[m.term] = rho * isotonic_penalty(z, target, reduction)
+    calibrated = ordered if m.order_teacher is isotonic_calibrate else None
+    return LossOutput(sum(losses.values()), losses, calibrated)
 
 # %% ../nbs/04a_functional.ipynb #7305d909
 @_documented

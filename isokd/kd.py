@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .core import check_choice
 from .calibration import REDUCTIONS
-from .functional import (TEMPERATURE, ALPHA, RHO, METHODS, LossOutput, check_kd_params, kd_terms,
+from .functional import (TEMPERATURE, ALPHA, RHO, METHOD, METHODS, LossOutput, check_kd_params, kd_terms,
                               _documented)
 
 # %% auto #0
@@ -61,12 +61,13 @@ class KDLoss(nn.Module):
 
     def objective(self) -> str:
         "The loss with its weights, e.g. KD-i's '0.05 CE(z, w) + 0.95 KL_T(t, z) + 2 KL_T(IR(t), z)'."
-        teacher = {'kd-i': 'IR(t)', 'kd-id': 't'}.get(self.method)
+        m = METHOD[self.method]
+        teacher = m.order_teacher_name
         replaced = teacher if teacher and self.isotonic_mode == 'replace' else 't'
         terms = [f"{1 - self.alpha:g} CE(z, w)", f"{self.alpha:g} KL_T({replaced}, z)"]
         if teacher and self.isotonic_mode == 'add':
             terms.append(f"{self.rho:g} KL_T({teacher}, z)")
-        if self.method == 'kd-p':
+        if m.penalty:
             terms.append(f"{self.rho:g} P(z)")
         return ' + '.join(terms)
 

@@ -27,7 +27,7 @@ __all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 
 # %% ../nbs/11_plan.ipynb #8198dffb
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
 # the README's methods: KD-aug, KD-i, KD-p (04a_functional's table)
-SUFFIXES = {m.suffix: m.calibration for m in METHOD_TABLE if m.key in ('kd', 'kd-i', 'kd-p')}
+SUFFIXES = {m.suffix: m.calibration for m in METHOD_TABLE if m.readme}
 
 def _readme_configs():
     yield 'teacher', dict(kind='teacher')
