@@ -22,9 +22,17 @@ __all__ = ['TEMPERATURE', 'ALPHA', 'RHO', 'METHOD_TABLE', 'METHOD', 'METHODS', '
 # %% ../nbs/04a_functional.ipynb #56e9e618
 def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
            reduction: str = 'mean') -> torch.Tensor:
-    """`T^2 * KL(softmax(t/T) || softmax(z/T))` of `[B, C]` logits: the distillation term, in float32 whatever the
-    logits' dtype. `reduction`: 'mean' over the rows, 'sum', or 'none' (`[B]`). A class the teacher masks (`-inf`)
-    adds 0; an empty batch gives 0."""
+    """The distillation term `T^2 * KL(softmax(t/T) || softmax(z/T))`, in float32 whatever the logits' dtype.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : torch.Tensor
+        `[B, C]` logits `z` and `t`; a class the teacher masks (`-inf`) adds 0.
+    temperature : float
+        T > 0.
+    reduction : str
+        'mean' over the rows (default), 'sum', or 'none' (`[B]`). An empty batch gives 0.
+    """
     T = temperature
     student_log_p = F.log_softmax(student_logits.float() / T, 1)
     teacher_log_p = F.log_softmax(teacher_logits.float() / T, 1)
@@ -301,8 +309,17 @@ def kd_id_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targe
 
 # %% ../nbs/04a_functional.ipynb #ca7555d6
 def nce_loss(log_p: torch.Tensor, n_data: int, reduction: str = 'mean') -> torch.Tensor:
-    """NCE loss of `log P` `[B, 1 + K]` (column 0 the positive) with the uniform noise `1/n_data`
-    (RepDistiller's `ContrastLoss`). `reduction`: 'mean' over the rows (default), 'sum', or 'none' (`[B]`)."""
+    """CRD's NCE loss (RepDistiller's `ContrastLoss`), in log space.
+
+    Parameters
+    ----------
+    log_p : torch.Tensor
+        `[B, 1 + K]` log-probabilities `log P` of the memory's scores, column 0 the positive, then K negatives.
+    n_data : int
+        The size of the training set: the noise distribution is uniform, `1/n_data`.
+    reduction : str
+        'mean' over the rows (default), 'sum', or 'none' (`[B]`).
+    """
     check_choice('reduction', reduction, REDUCTIONS)
     u = log_p - math.log((log_p.shape[1] - 1) / n_data)
     if reduction == 'none':

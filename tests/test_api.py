@@ -136,8 +136,8 @@ def test_every_public_loss_documents_its_parameters():
     "help() on the losses a loop uses lists each parameter of their signatures (numpy style)."
     import inspect
     import isokd.functional as fn
-    for obj in (isokd.KDLoss, fn.kd_terms, fn.kd_loss, fn.kd_i_loss, fn.kd_p_loss, fn.kd_id_loss,
-                isokd.isotonic_calibrate, isokd.isotonic_penalty, isokd.CRDLoss):
+    for obj in (isokd.KDLoss, fn.kd_terms, fn.kd_loss, fn.kd_i_loss, fn.kd_p_loss, fn.kd_id_loss, fn.kd_div,
+                fn.nce_loss, isokd.isotonic_calibrate, isokd.isotonic_penalty, isokd.order_stats, isokd.CRDLoss):
         params = inspect.signature(obj).parameters
         assert 'Parameters\n    ----------' in obj.__doc__, obj.__qualname__
         for name in params:
