@@ -6,8 +6,8 @@
     python benchmarks/train_step.py --json                            # ... and one JSON object on the last line
 
 The three methods run what `isokd.loop.train_epoch` runs per step: the shipped step, `isokd.loop.train_step` (mix,
-teacher under inference_mode, calibration, losses, backward, SGD step, schedule), then the teacher's order statistics
-of the batch (`isokd.calibration.TeacherOrder.update`, which reuses KD-i's IR(t)), on distillers placed by
+teacher under inference_mode, calibration, losses, the teacher's order statistics of the batch that the distiller
+counts (`TeacherOrder.update`, which reuses KD-i's IR(t)), backward, SGD step, schedule), on distillers placed by
 `isokd.loop.prepare` and built from `KDConfig` as the runs build them, on batches already on the device, in interleaved
 blocks so that drift of the machine affects them alike; the figure per method is the median over blocks. Calibration
 alone (`isotonic_calibrate` for KD-i, `isotonic_penalty` forward and backward for KD-p) and the order statistics alone
@@ -82,13 +82,11 @@ def main():
     y = torch.randint(0, a.classes, (a.batch_size,), device=dev)
     index = torch.arange(a.batch_size, device=dev)
 
-    orders = {name: TeacherOrder() for name in runs}
-
     def step(name):
         distiller, opt, sched = runs[name]
         distiller.train()
-        result = train_step(distiller, (x, y, index), mixer, opt, sched, bf16)
-        orders[name].update(result.teacher_logits, result.target, result.calibrated_logits)
+        # the distiller counts the teacher's order inside its step, as in a run
+        train_step(distiller, (x, y, index), mixer, opt, sched, bf16)
 
     for name in runs:                                       # warm-up (and compilation)
         for _ in range(3 if not a.compile else 10):

@@ -267,4 +267,5 @@ class CRD(KD):
         student_logits, student_features = self.student(x, with_features=True)
         out = self.loss(student_logits, teacher_logits, target)
         losses = out.losses | {'crd': self.beta * self.crd(student_features, teacher_features, index)}
-        return StepOutput(student_logits, losses, teacher_logits, out.calibrated)
+        self.count_order(teacher_logits, target, out.calibrated)
+        return StepOutput(student_logits, losses)

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import check_choice
-from .calibration import REDUCTIONS
+from .calibration import REDUCTIONS, TeacherOrder
 from .functional import (TEMPERATURE, ALPHA, RHO, METHOD, METHODS, LossOutput, check_kd_params, kd_terms,
                               _documented)
 
@@ -82,9 +82,6 @@ class StepOutput(NamedTuple):
     logits: torch.Tensor
     # name -> weighted scalar loss; the step minimises their sum
     losses: dict
-    teacher_logits: torch.Tensor | None = None
-    # KD-i's calibrated teacher, IR(teacher_logits), as the loss computed it
-    calibrated_logits: torch.Tensor | None = None
 
 class CE(nn.Module):
     "Plain training with the (possibly mixed) hard target: how teachers are trained."
@@ -96,6 +93,10 @@ class CE(nn.Module):
         student_logits = self.student(x)
         return StepOutput(student_logits, {'ce': F.cross_entropy(student_logits, target)})
 
+    def epoch_record(self) -> dict:
+        "What the distiller counted over the training steps since the last call, for the epoch's record: nothing here."
+        return {}
+
 # %% ../nbs/05_kd.ipynb #af4eea49
 class KD(CE):
     "Distillation of `student` from the frozen `teacher` with `loss` (a `KDLoss`: KD, KD-aug, KD-i or KD-p)."
@@ -103,6 +104,7 @@ class KD(CE):
         super().__init__(student)
         self.teacher = teacher.eval().requires_grad_(False)
         self.loss = loss
+        self.teacher_order = TeacherOrder()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -116,8 +118,22 @@ class KD(CE):
         # an ordinary tensor again, usable in the student's autograd graph
         return teacher_logits.float().clone()
 
+    def count_order(self, teacher_logits: torch.Tensor, target: torch.Tensor, calibrated: torch.Tensor | None):
+        "Add a training batch to the teacher's order statistics (`calibrated`: IR(t) where the loss computed it)."
+        if not self.training or not target.is_floating_point():
+            return
+        # the statistics in float32, as if outside the step's autocast
+        with torch.autocast(teacher_logits.device.type, enabled=False):
+            self.teacher_order.update(teacher_logits, target, calibrated)
+
+    def epoch_record(self) -> dict:
+        "The teacher's order statistics since the last call (`TeacherOrder.result`), if any; then a fresh count."
+        order, self.teacher_order = self.teacher_order, TeacherOrder()
+        return {'teacher_order': order.result()} if order.before.sums is not None else {}
+
     def forward(self, x, target, index=None) -> StepOutput:
         teacher_logits = self.teacher_logits(x)
         student_logits = self.student(x)
         out = self.loss(student_logits, teacher_logits, target)
-        return StepOutput(student_logits, out.losses, teacher_logits, out.calibrated)
+        self.count_order(teacher_logits, target, out.calibrated)
+        return StepOutput(student_logits, out.losses)

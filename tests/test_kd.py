@@ -41,10 +41,10 @@ def test_kd_losses_by_method():
         assert set(out.losses) == keys
     # KD-i 'add' = KD-aug + rho * KL_T(IR(t), z), by hand from the teacher's logits
     kd = kd_of(s, t, temperature=4.5, alpha=0.95, calibration='isotonic', rho=2.0)
-    out = kd(x, target)
-    t_iso = isotonic_calibrate(out.teacher_logits, target)
+    out, teacher_logits = kd(x, target), kd.teacher_logits(x)
+    t_iso = isotonic_calibrate(teacher_logits, target)
     assert torch.isclose(out.losses['iso'], 2.0 * kd_div(out.logits, t_iso, 4.5))
-    assert torch.isclose(out.losses['kd'], 0.95 * kd_div(out.logits, out.teacher_logits, 4.5))
+    assert torch.isclose(out.losses['kd'], 0.95 * kd_div(out.logits, teacher_logits, 4.5))
     assert torch.isclose(out.losses['ce'], 0.05 * F.cross_entropy(out.logits, target))
 
 def test_student_fits_the_calibrated_teacher():
@@ -76,10 +76,10 @@ def test_teacher_runs_on_the_mixed_batch_in_eval_mode():
     x, target = _batch()
     t.train()
     kd = kd_of(s, t).train()
-    out = kd(x, target)
+    teacher_logits = kd.teacher_logits(x)
     t.eval()
     with torch.no_grad():
-        assert torch.allclose(out.teacher_logits, t(x), atol=1e-5)
+        assert torch.allclose(teacher_logits, t(x), atol=1e-5)
 
 
 # ---- the study's numbers, to the bit (issue 33) --------------------------------------------------------------------
@@ -263,3 +263,21 @@ def test_kd_i_compiles_fullgraph_on_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
 def test_kd_i_compiles_fullgraph_on_cuda():
     _compiled_kd_i_matches_eager('cuda')
+
+
+@pytest.mark.parametrize('bf16', [False, True])
+def test_the_distiller_counts_its_teachers_order_as_the_loop_did(bf16):
+    "KD-i's epoch record equals TeacherOrder over the same batches, computed outside the step (and its autocast)."
+    from isokd.calibration import TeacherOrder
+    from isokd.loop import autocast
+    s, t = _pair()
+    kd = kd_of(s, t, calibration='isotonic').train()
+    by_hand = TeacherOrder()
+    for seed in range(3):
+        x, target = _batch(seed)
+        with autocast(x.device, bf16):
+            kd(x, target)
+        teacher_logits = kd.teacher_logits(x)
+        by_hand.update(teacher_logits, target, isotonic_calibrate(teacher_logits, target))
+    assert kd.epoch_record() == {'teacher_order': by_hand.result()}
+    assert kd.epoch_record() == {}
