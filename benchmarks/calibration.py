@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy.optimize import isotonic_regression
 
-from isokd.calibration import isotonic_calibrate, isotonic_penalty, isotonic_reference, _solve_general
+from isokd.calibration import isotonic_calibrate, isotonic_penalty, _solve_general
+from isokd.reference import isotonic_reference
 
 
 def teacher_batch(B: int, C: int, seed: int = 0, sigma: float = 2.0, margin: float = 10.0, device='cpu'):

@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from isokd.calibration import TeacherOrder, isotonic_calibrate, isotonic_penalty
+from isokd.calibration import isotonic_calibrate, isotonic_penalty
+from isokd.order import TeacherOrder
 from isokd.config import KDConfig
 from isokd.core import choose_precision, get_device, versions
 from isokd.loop import make_optimizer, prepare, train_step

@@ -24,7 +24,8 @@ The modules (`isokd.models`, `isokd.runs`, ...) load on first use.
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from .calibration import isotonic_calibrate, isotonic_penalty, order_stats, OrderStats, TeacherOrder
+from .calibration import isotonic_calibrate, isotonic_penalty
+from .order import order_stats, OrderStats, TeacherOrder
 from .functional import kd_div
 from .kd import KDLoss
 from .crd import CRDLoss
@@ -37,8 +38,8 @@ except PackageNotFoundError:
 __all__ = ['isotonic_calibrate', 'isotonic_penalty', 'order_stats', 'OrderStats', 'TeacherOrder', 'KDLoss', 'kd_div',
            'CRDLoss', 'SUBMODULES']
 
-SUBMODULES = ('core', 'data', 'models', 'mixing', 'calibration', 'functional', 'kd', 'crd', 'config', 'loop', 'runs',
-              'report', 'plan', 'study', 'launch', 'slurm')
+SUBMODULES = ('core', 'data', 'models', 'mixing', 'calibration', 'order', 'reference', 'functional', 'kd', 'crd',
+              'config', 'loop', 'runs', 'design', 'stats', 'report', 'posthoc', 'plan', 'study', 'launch', 'slurm')
 
 def __getattr__(name: str):
     "`isokd.models` and the other modules, imported when first used."

@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import check_choice
-from .calibration import REDUCTIONS, TeacherOrder
+from .calibration import REDUCTIONS
+from .order import TeacherOrder
 from .functional import (TEMPERATURE, ALPHA, RHO, METHOD, METHODS, LossOutput, check_kd_params, kd_terms,
                               _documented)
 

@@ -9,29 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from scipy import optimize, stats
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import seaborn as sns
 
-from .core import atomic_write_json, resolve_path
-from .data import load_data, stratified_subset
-from .models import create_model
-from .mixing import Mixer
-from .calibration import ORDER_CLASSES, isotonic_calibrate, order_classes
-from .loop import autocast, evaluate
-from .plan import CONFIGS, COMPARISONS, SETTINGS, Comparison
+from .core import resolve_path
+from .design import CONFIGS, COMPARISONS
+from .stats import miss_probability, prediction_interval
 
 # %% auto #0
 __all__ = ['history_frame', 'summary', 'order_table', 'loss_frame', 'plot_history', 'overconfidence', 'study_runs',
            'results_table', 'run_precision', 'study_teachers', 'teacher_order_frame', 'plot_teacher_order',
            'study_history', 'plateau', 'regime_checks', 'plot_curves', 'reliability_frame', 'plot_reliability',
-           'prediction_interval', 'reproduction_table', 'delta_reproduction_table', 'miss_probability', 'side_line',
-           'reproduction_lines', 'paired_delta', 'holm', 'comparison_table', 'plot_deltas', 'verdict_lines',
-           'summary_paragraph', 'validation_choice', 'chosen_runs', 'chosen_comparisons', 'precision_effect',
-           'temperature_scaling', 'plateau_table', 'provenance', 'teacher_ir_frame', 'ir_summary']
+           'reproduction_table', 'delta_reproduction_table', 'side_line', 'reproduction_lines', 'plot_deltas',
+           'plateau_table', 'provenance']
 
 # %% ../nbs/10_report.ipynb #365902df
 def history_frame(metrics: dict) -> pd.DataFrame:
@@ -331,16 +322,7 @@ def plot_reliability(rel: pd.DataFrame):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10_report.ipynb #bffb2a9e
-def prediction_interval(values, level: float = 0.95) -> dict:
-    """Where one more run falls with probability `level`, from `values` (one per seed): mean ± t(n-1, (1+level)/2) ·
-    sd · sqrt(1 + 1/n), with its half-width; NaN bounds with fewer than two values."""
-    x = pd.Series(values, dtype=float).dropna()
-    n = len(x)
-    mean, sd = (x.mean() if n else np.nan), (x.std(ddof=1) if n > 1 else np.nan)
-    half = stats.t.ppf((1 + level) / 2, n - 1) * sd * np.sqrt(1 + 1 / n) if n > 1 else np.nan
-    return dict(seeds=n, mean=mean, sd=sd, low=mean - half, high=mean + half, half_width=half)
-
+# %% ../nbs/10_report.ipynb #2ab50801
 def _inside(value: float, interval: dict) -> bool | None:
     "Whether `value` lies in a `prediction_interval`; None where there is no interval (fewer than two seeds)."
     if np.isnan(interval['half_width']) or np.isnan(value):
@@ -393,15 +375,6 @@ def delta_reproduction_table(new, committed, seed: int = 0, level: float = 0.95,
                          committed=d.get(seed, np.nan), diff=value - d.get(seed, np.nan), **interval,
                          inside=_inside(value, interval)))
     return pd.DataFrame(rows).set_index(['family', 'comparison']) if rows else pd.DataFrame()
-
-def miss_probability(inside, level: float = 0.95) -> dict:
-    """Of values judged against their `level` prediction intervals (`inside`: True, False, or None where there is no
-    interval): how many were judged, how many missed, the misses expected, and the probability of at least that many
-    misses were each a fresh draw of its kind (binomial tail, `p_at_least`; 1 with no miss)."""
-    judged = [bool(x) for x in inside if x is not None and not (isinstance(x, float) and np.isnan(x))]
-    k, misses = len(judged), judged.count(False)
-    p = float(stats.binom.sf(misses - 1, k, 1 - level)) if k else np.nan
-    return dict(judged=k, misses=misses, expected=(1 - level) * k, p_at_least=p)
 
 def side_line(runs: pd.DataFrame) -> str:
     "Where a study's runs ran: how many on which CPU (as recorded) in which precision."
@@ -462,43 +435,7 @@ def reproduction_lines(new, committed, seed: int = 0, level: float = 0.95, compa
                      "seed, judged by the intervals above, not to the bit")
     return lines
 
-# %% ../nbs/10_report.ipynb #7c8c718a
-def paired_delta(method: pd.Series, baseline: pd.Series) -> dict:
-    """`method - baseline` over the seeds both have (two series indexed by seed): the mean difference, its 95% t
-    interval, the paired t-test's p, the sign test's p, and on how many seeds the method is higher."""
-    pair = pd.concat([method, baseline], axis=1, keys=['method', 'baseline']).dropna()
-    d, n = pair.method - pair.baseline, len(pair)
-    sd = d.std(ddof=1) if n > 1 else np.nan
-    half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) if n > 1 else np.nan
-    p = stats.ttest_rel(pair.method, pair.baseline).pvalue if n > 1 and sd > 0 else np.nan
-    higher, lower = int((d > 0).sum()), int((d < 0).sum())
-    sign_p = stats.binomtest(higher, higher + lower).pvalue if higher + lower else np.nan
-    return dict(seeds=n, delta=d.mean(), ci_low=d.mean() - half, ci_high=d.mean() + half, p=p, sign_p=sign_p,
-                higher=f"{higher}/{n}")
-
-def holm(p: pd.Series) -> pd.Series:
-    "Holm's step-down adjusted p-values of one family of tests (NaN stays NaN and is not counted in the family)."
-    ranked = p.dropna().sort_values()
-    m = len(ranked)
-    adjusted = (ranked * (m - np.arange(m))).cummax().clip(upper=1.0)
-    return adjusted.reindex(p.index)
-
-# %% ../nbs/10_report.ipynb #deb92260
-def comparison_table(runs: pd.DataFrame, metric: str = 'top1_last', comparisons=None) -> pd.DataFrame:
-    """Every declared comparison (default: the study's `COMPARISONS`) whose two configurations have runs, on `metric`,
-    paired by seed (`paired_delta`), with `p_holm` adjusted within its family."""
-    if comparisons is None:
-        comparisons = COMPARISONS
-    wide = runs.pivot_table(index='seed', columns='config', values=metric, observed=True)
-    rows = [dict(family=c.family, config=c.config, baseline=c.baseline,
-                 **paired_delta(wide[c.config], wide[c.baseline]))
-            for c in comparisons if {c.config, c.baseline} <= set(wide.columns)]
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    table['p_holm'] = table.groupby('family', group_keys=False).p.apply(holm)
-    return table.set_index(['family', 'config'])
-
+# %% ../nbs/10_report.ipynb #72852dcf
 def plot_deltas(table: pd.DataFrame, unit: str = 'points of test top-1'):
     "Each comparison's mean paired difference with its 95% interval, one row per comparison, grouped by family."
     t = table.reset_index().iloc[::-1]
@@ -515,163 +452,6 @@ def plot_deltas(table: pd.DataFrame, unit: str = 'points of test top-1'):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10_report.ipynb #6c9521f6
-def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05) -> list[str]:
-    "One sentence per comparison of a `comparison_table`: the difference, its interval, and whether it is resolved."
-    lines = []
-    for (family, config), r in table.iterrows():
-        if r.seeds < 2:
-            lines.append(f"{config} - {r.baseline} ({family}): {r.delta:+.2f} {unit} on one seed; no interval yet.")
-            continue
-        resolved = r.p_holm < alpha
-        direction = 'higher' if r.delta > 0 else 'lower'
-        says = (f"resolved: {config} is {direction}" if resolved else
-                "not resolved: the seeds cannot tell it from zero")
-        lines.append(f"{config} - {r.baseline} ({family}): {r.delta:+.2f} {unit}, 95% interval {r.ci_low:+.2f} to "
-                     f"{r.ci_high:+.2f}, higher on {r.higher} seeds, Holm-adjusted p = {r.p_holm:.3g}; {says}.")
-    return lines
-
-# %% ../nbs/10_report.ipynb #c1e0a7c2
-def _span(t: pd.DataFrame, unit: str) -> str:
-    return '; '.join(f"{config} - {r.baseline} {r.delta:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] {unit}"
-                     for config, r in t.iterrows())
-
-def summary_paragraph(table: pd.DataFrame, chosen: pd.DataFrame | None = None, family: str = 'primary',
-                      about: str = '', alpha: float = 0.05, unit: str = 'points') -> str:
-    """The conclusion of a study from its `comparison_table` (and the `chosen` settings' table): of `family`'s
-    comparisons, which are resolved (Holm-adjusted p < `alpha`) and which way, how much the others' 95% intervals leave
-    open, and what the numbers cannot say (`about`: what the study ran on)."""
-    if table is None or table.empty or family not in table.index.get_level_values('family'):
-        return f"No {family} comparison has both of its configurations yet: nothing to conclude."
-    t = table.xs(family, level='family')
-    n, seeds = len(t), f"{t.seeds.min()}" if t.seeds.min() == t.seeds.max() else f"{t.seeds.min()}-{t.seeds.max()}"
-    if t.seeds.max() < 2:
-        return (f"Each configuration of the {n} {family} comparisons has one seed: no difference has an interval yet, "
-                f"so nothing is concluded; the single-seed differences run from {t.delta.min():+.2f} to "
-                f"{t.delta.max():+.2f} {unit}.")
-    resolved = t[t.p_holm < alpha]
-    others = t.drop(resolved.index)
-    text = (f"Of the {n} {family} comparisons (last-epoch test top-1, method minus baseline, paired over {seeds} "
-            f"seeds, 95% intervals, Holm-adjusted within the family), {len(resolved)} "
-            f"{'is' if len(resolved) == 1 else 'are'} resolved" + (f": {_span(resolved, unit)}." if len(resolved) else
-                                                                    ".") +
-            ("" if (resolved.delta > 0).any() else " No method is resolved above its baseline."))
-    if len(others):
-        half = (others.ci_high - others.ci_low) / 2
-        text += (f" The other {len(others)} are not: together their intervals run from {others.ci_low.min():+.2f} to "
-                 f"{others.ci_high.max():+.2f} {unit}, and each leaves open a difference of up to its half-width "
-                 f"({half.min():.2f}-{half.max():.2f} {unit}) either way around its mean.")
-    if chosen is not None and len(chosen):
-        c = chosen.droplevel('family')
-        picked = c[c.p_holm < alpha]
-        text += (f" With each method at its setting chosen on the validation split: {_span(c, unit)}; "
-                 f"{len(picked)} of {len(c)} resolved.")
-    return text + (f" What this cannot say: anything beyond {about or 'this setting'}; a difference smaller than "
-                   f"those half-widths; or, where a comparison is not resolved, that the two methods are equal.")
-
-# %% ../nbs/10_report.ipynb #7f1f9917
-def validation_choice(runs: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
-    """Each method's settings (default `isokd.plan.SETTINGS`) on the seeds every setting has: the mean validation and
-    test top-1 (last epoch), and `chosen`, the method's setting with the best validation mean. Empty until every
-    setting has a run on a common seed."""
-    settings = SETTINGS if settings is None else settings
-    names = [name for method_settings in settings.values() for name in method_settings]
-    val = runs.pivot_table(index='seed', columns='config', values='val_last', observed=True)
-    test = runs.pivot_table(index='seed', columns='config', values='top1_last', observed=True)
-    if not set(names) <= set(val.columns):
-        return pd.DataFrame()
-    seeds = val[names].dropna().index
-    if seeds.empty:
-        return pd.DataFrame()
-    rows = []
-    for method, method_settings in settings.items():
-        best = max(method_settings, key=lambda name: val.loc[seeds, name].mean())
-        rows += [dict(method=method, config=name, seeds=len(seeds), val_mean=val.loc[seeds, name].mean(),
-                      test_mean=test.loc[seeds, name].mean(), chosen=name == best) for name in method_settings]
-    return pd.DataFrame(rows).set_index(['method', 'config'])
-
-def chosen_runs(runs: pd.DataFrame, choice: pd.DataFrame) -> pd.DataFrame:
-    "The runs of each method's chosen setting on the seeds the choice was made on, with `config` renamed to the method."
-    picked = choice[choice.chosen].reset_index()
-    seeds = range(int(picked.seeds.iloc[0]))
-    rows = runs[runs.config.isin(picked.config) & runs.seed.isin(seeds)].copy()
-    rows['config'] = rows.config.astype(str).map(dict(zip(picked.config, picked.method)))
-    return rows
-
-def chosen_comparisons(settings: dict | None = None) -> list[Comparison]:
-    "Each method at its chosen setting against the first method (KD-aug) at its own, as one family."
-    methods = list(SETTINGS if settings is None else settings)
-    return [Comparison('chosen on validation', method, methods[0]) for method in methods[1:]]
-
-# %% ../nbs/10_report.ipynb #fed5e359
-def precision_effect(fp32_runs: pd.DataFrame, bf16_runs: pd.DataFrame, metric: str = 'top1_last',
-                     comparisons=None) -> pd.DataFrame:
-    """Two `study_runs` tables of the same configurations and seeds, one run in float32 and one in bf16: per
-    configuration bf16 - fp32, and per declared comparison that both have (default: `COMPARISONS`) the difference in
-    differences, (method - baseline in fp32) - (method - baseline in bf16), each paired by seed (`paired_delta`), with
-    Holm's p within each of the two families."""
-    def by_seed(runs, config):
-        return runs[runs.config == config].set_index('seed')[metric]
-    configs = [c for c in CONFIGS if c in set(fp32_runs.config) & set(bf16_runs.config)]
-    rows = [dict(family='bf16 - fp32', config=config, baseline='',
-                 **paired_delta(by_seed(bf16_runs, config), by_seed(fp32_runs, config))) for config in configs]
-    for c in (COMPARISONS if comparisons is None else comparisons):
-        if c.config in configs and c.baseline in configs:
-            in_fp32 = by_seed(fp32_runs, c.config) - by_seed(fp32_runs, c.baseline)
-            in_bf16 = by_seed(bf16_runs, c.config) - by_seed(bf16_runs, c.baseline)
-            rows.append(dict(family='method effect: fp32 - bf16', config=c.config, baseline=c.baseline,
-                             **paired_delta(in_fp32, in_bf16)))
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        table['p_holm'] = table.groupby('family').p.transform(holm)
-    return table
-
-# %% ../nbs/10_report.ipynb #0984035d
-@torch.inference_mode()
-def _logits(model, loader, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    outputs = []
-    for x, y, _ in loader:
-        with autocast(loader.device, bf16):
-            outputs.append((model(x).float(), y))
-    return torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs])
-
-class _Tempered(torch.nn.Module):
-    "A model whose logits are divided by a temperature."
-    def __init__(self, model, temperature: float):
-        super().__init__()
-        self.model, self.temperature = model, temperature
-
-    def forward(self, x): return self.model(x) / self.temperature
-
-def temperature_scaling(folder) -> dict:
-    """Fit a temperature to a finished run's student on its validation split (minimum NLL) and evaluate it on the
-    test set: `posthoc.json` in `folder` (returned as it is when it exists)."""
-    folder = Path(folder)
-    if (folder/'posthoc.json').is_file():
-        return json.loads((folder/'posthoc.json').read_text())
-    m = json.loads((folder/'metrics.json').read_text())
-    p = {k: v for k, v in m['params'].items() if k != 'kind'}
-    data = load_data(p['dataset'], p['data_root'], p['n_train'], p['n_test'], seed=p['seed'], n_val=p['n_val'],
-                     image_size=p.get('image_size'))
-    model = create_model(p['arch'], data.num_classes, data.in_channels)
-    model.load_state_dict(torch.load(folder/'model.pt', map_location='cpu', weights_only=True))
-    # the memory format the run evaluated in: the same numbers as its own evaluation
-    model = model.to(memory_format=torch.channels_last) if p['channels_last'] else model
-    # the precision the run trained and evaluated in
-    bf16 = run_precision(m) == 'bf16'
-    val, test = (data.loader(split, 1024, 'cpu', channels_last=p['channels_last'], workers=p.get('workers'))
-                 for split in ('val', 'test'))
-    logits, labels = _logits(model, val, bf16)
-    fit = optimize.minimize_scalar(lambda log_t: F.cross_entropy(logits / np.exp(log_t), labels).item(),
-                                   bounds=(-3, 3), method='bounded')
-    temperature = float(np.exp(fit.x))
-    # the unscaled test numbers are the run's own (metrics.json)
-    scaled = evaluate(_Tempered(model, temperature), test, bf16)
-    result = dict(temperature=temperature, test_ece_scaled=scaled['ece'], test_nll_scaled=scaled['loss'],
-                  overconfidence_scaled=overconfidence(scaled['bins']))
-    atomic_write_json(folder/'posthoc.json', result)
-    return result
 
 # %% ../nbs/10_report.ipynb #9249167b
 def plateau_table(hist: pd.DataFrame, configs=('kd', 'kd-mixup', 'kd-cutmix')) -> pd.DataFrame:
@@ -685,40 +465,3 @@ def provenance(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ['git_commit', 'source_sha256', 'git_dirty', 'dirty_allowed', 'cpu', 'precision']
     table = runs.assign(**{k: runs[k].astype(str).str[:12] for k in ('git_commit', 'source_sha256')})
     return table.groupby(keys, dropna=False).size().rename('runs').reset_index()
-
-# %% ../nbs/10_report.ipynb #cc567b3f
-@torch.inference_mode()
-def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, temperatures=(1.0, 2.0, 4.5),
-                     seed: int = 0, batch_size: int = 128) -> pd.DataFrame:
-    """One row per mixed sample of `n` training images under each mixing: lambda, the order class of the teacher's
-    scores, and per temperature T the KL from the teacher's soft label to the calibrated one and the entropy change."""
-    teacher.eval()
-    keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
-    # batches of the students' size: Mixup and CutMix draw one lambda per batch
-    loader = data.loader('train', batch_size, 'cpu', keep=keep)
-    frames = []
-    for mixing in mixings:
-        mixer = Mixer(mixing, data.num_classes)
-        torch.manual_seed(seed)
-        for images, labels, _ in loader:
-            mixed, target = mixer(images, labels)
-            scores = teacher(mixed).float()
-            calibrated = isotonic_calibrate(scores, target)
-            row = dict(mixing=mixing, lam=target.amax(1).numpy(),
-                       order=np.array(ORDER_CLASSES)[order_classes(scores, target).numpy()])
-            for T in temperatures:
-                log_p, log_q = F.log_softmax(scores / T, 1), F.log_softmax(calibrated / T, 1)
-                row[f'kl_T{T:g}'] = (log_p.exp() * (log_p - log_q)).sum(1).numpy()
-                row[f'entropy_change_T{T:g}'] = ((-log_q.exp() * log_q).sum(1) - (-log_p.exp() * log_p).sum(1)).numpy()
-            frames.append(pd.DataFrame(row))
-    return pd.concat(frames, ignore_index=True)
-
-def ir_summary(frame: pd.DataFrame, lam_bins=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
-    "Per mixing and lambda bin: the share (%) of samples in each order class, and the mean KL and entropy change."
-    labels = [f"{lo:g}-{hi:g}" for lo, hi in zip(lam_bins[:-1], lam_bins[1:])]
-    binned = frame.assign(lam=pd.cut(frame.lam, lam_bins, labels=labels, include_lowest=True))
-    g = binned.groupby(['mixing', 'lam'], observed=True)
-    shares = 100 * pd.crosstab([binned.mixing, binned.lam], binned.order, normalize='index')
-    effects = g[[c for c in frame if c.startswith(('kl_', 'entropy_'))]].mean()
-    return pd.concat([g.size().rename('samples'), shares.reindex(columns=list(ORDER_CLASSES), fill_value=0.),
-                      effects], axis=1).round(3).rename_axis(['mixing', 'lambda'])

@@ -21,7 +21,7 @@ from .core import (console, default_threads, get_device, seed_everything, atomic
 from .data import data_files_sha256, load_data, stratified_subset
 from .models import PUBLISHED, create_model, published_weights
 from .mixing import MIXUPS, Mixer
-from .calibration import TeacherOrder
+from .order import TeacherOrder
 from .config import TeacherConfig, KDConfig, CRDConfig, as_teacher
 from .loop import make_optimizer, check_batch_split, prepare, train_epoch, evaluate
 

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from .core import check_int, resolve_path, runs_root, project_root
 from .runs import accuracy_line, read_metrics
-from .plan import (CONFIGS, SCALES, plan, teacher_of, prepare_data, check_clean, portable, run_job, outcome,
+from .design import CONFIGS, SCALES
+from .plan import (plan, teacher_of, prepare_data, check_clean, portable, run_job, outcome,
                         last_error_line, retrain_lines, actions_line)
 from .report import reproduction_lines, reproduction_table, run_precision, study_runs, study_teachers
 from . import slurm

@@ -5,7 +5,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from isokd.calibration import isotonic_calibrate, isotonic_reference, isotonic_penalty, order_stats, _calibrate
+from isokd.calibration import isotonic_calibrate, isotonic_penalty, _calibrate
+from isokd.order import order_stats
+from isokd.reference import isotonic_reference
 
 PATHS = ('cpu', 'sorted', 'general')   # the CPU default, its full-sort fallback, and the device (CUDA) path
 KINDS = ('lam>0.5', 'lam<0.5', 'lam=0.5', 'same', 'kway', 'smooth', 'distinct', 'ties', 'signed', 'uniform')

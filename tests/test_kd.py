@@ -268,7 +268,7 @@ def test_kd_i_compiles_fullgraph_on_cuda():
 @pytest.mark.parametrize('bf16', [False, True])
 def test_the_distiller_counts_its_teachers_order_as_the_loop_did(bf16):
     "KD-i's epoch record equals TeacherOrder over the same batches, computed outside the step (and its autocast)."
-    from isokd.calibration import TeacherOrder
+    from isokd.order import TeacherOrder
     from isokd.loop import autocast
     s, t = _pair()
     kd = kd_of(s, t, calibration='isotonic').train()

@@ -25,7 +25,7 @@ TINY = dict(n_train=300, epochs=2, n_test=1000, n_val=500, bf16=False)
 MAIN = f"""
 import runpy, sys
 from dataclasses import replace
-from isokd.plan import SCALES
+from isokd.design import SCALES
 SCALES['cpu'] = replace(SCALES['cpu'], student=SCALES['cpu'].student | {TINY!r})
 sys.argv = ['isokd.study', *sys.argv[1:]]
 runpy.run_module('isokd.study', run_name='__main__', alter_sys=True)

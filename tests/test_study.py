@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from isokd.plan import CONFIGS, README_CONFIGS, SCALES, plan
+from isokd.design import CONFIGS, README_CONFIGS, SCALES
+from isokd.plan import plan
 from conftest import ROOT
 
 def study(*args, env=None):
@@ -127,7 +128,8 @@ def test_missing_dataset_fails_before_any_run(tmp_path):
     assert not (tmp_path/'runs').exists()
 
 def test_a_shared_teacher_serves_every_seed(tmp_path, monkeypatch):
-    from isokd.plan import Scale, teacher_of
+    from isokd.design import Scale
+    from isokd.plan import teacher_of
     smoke = SCALES['smoke']
     monkeypatch.setitem(SCALES, 'shared', Scale(smoke.teacher, smoke.student, smoke.crd, shared_teacher=True))
     jobs = plan('shared', seeds=3, configs='kd-mixup', root=tmp_path)
@@ -137,7 +139,7 @@ def test_a_shared_teacher_serves_every_seed(tmp_path, monkeypatch):
 
 def test_students_distil_from_a_given_teacher_and_a_wrong_one_is_refused(smoke_study, tmp_path, monkeypatch):
     "make run's --teacher: the students of a shared-teacher scale distil from a finished teacher; none is trained."
-    from isokd.plan import Scale
+    from isokd.design import Scale
     from isokd.study import run_study
     smoke = SCALES['smoke']
     monkeypatch.setitem(SCALES, 'shared', Scale(smoke.teacher, smoke.student, smoke.crd, shared_teacher=True))

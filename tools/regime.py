@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from isokd.core import project_root
-from isokd.plan import SCALES, Scale
+from isokd.design import SCALES, Scale
 from isokd.study import run_study
 
 ROOT = project_root()/'runs'/'regime'
