@@ -28,7 +28,7 @@ from .crd import BETA, FEAT_DIM, NCE_T, NCE_M, CRD, CRDLoss, check_crd_params, c
 # %% auto #0
 __all__ = ['CALIBRATIONS', 'RUN_KINDS', 'as_teacher', 'TeacherConfig', 'KDConfig', 'CRDConfig', 'check_names', 'from_notebook']
 
-# %% ../nbs/07_config.ipynb #302ffa0f
+# %% ../nbs/07_config.ipynb #4d8515a6
 _NOT_IDENTITY = ('device', 'out_dir', 'overwrite', 'data_root', 'train_teacher_if_missing', 'teacher_path', 'compile',
                  'sync_bn', 'workers', 'eval_every')
 # parameters added after runs were recorded: left out of the identity at None, so that those runs keep theirs
@@ -39,6 +39,7 @@ def as_teacher(identity: dict) -> dict:
     the teacher's weights by sha256, and a committed bf16 teacher serves students on a CPU that runs float32)."""
     return {k: v for k, v in identity.items() if k != 'bf16'}
 
+# %% ../nbs/07_config.ipynb #4b0c2af2
 @dataclass
 class TeacherConfig:
     "A teacher run: plain cross-entropy on clean images."

@@ -18,11 +18,25 @@ from .design import CONFIGS, NOTEBOOKS, README_CONFIGS, SCALES
 from .runs import read_metrics
 
 # %% auto #0
-__all__ = ['ACTIONS', 'Job', 'portable', 'check_configs', 'check_teacher', 'plan', 'teacher_of', 'decide_actions', 'prepare_data',
-           'check_clean', 'outcome', 'last_error_line', 'papermill_command', 'torchrun_command', 'run_job',
-           'retrain_lines', 'actions_line']
+__all__ = ['RUN_STATES', 'FINAL_STATES', 'ACTIONS', 'Job', 'portable', 'check_configs', 'check_teacher', 'teacher_of',
+           'decide_actions', 'plan', 'prepare_data', 'check_clean', 'outcome', 'last_error_line', 'papermill_command',
+           'torchrun_command', 'run_job', 'retrain_lines', 'actions_line']
 
-# %% ../nbs/11_plan.ipynb #a47e59ce
+# %% ../nbs/11_plan.ipynb #3eae14e5
+# what each word means; `FINAL_STATES` are the ones a job ends in
+RUN_STATES = {
+    'new': "no run of these parameters in its folder yet",
+    'partial': "a run of these parameters stopped before its last epoch: it resumes from its last checkpoint",
+    'finished': "a run of these parameters ran its last epoch (its metrics.json says finished)",
+    'pending': "waiting: for its teacher to finish, or in Slurm's queue",
+    'running': "training now",
+    'skipped': "finished before the study started: not run again",
+    'failed': "ended with an error (its log names it), or its teacher failed",
+    'cancelled': "cancelled in Slurm before it ended, or its teacher was",
+    'unknown': "no result yet, and Slurm's queue does not answer here"}
+FINAL_STATES = ('finished', 'skipped', 'failed', 'cancelled')
+
+# %% ../nbs/11_plan.ipynb #7d9d20bc
 ACTIONS = ('run', 'resume', 'skip', 'retrain')
 
 @dataclass
@@ -45,16 +59,18 @@ class Job:
     def run_config(self): return RUN_KINDS[self.kind](**self.params)
 
     def status(self) -> str:
-        "'done' (a finished run of these parameters), 'partial' (a run to resume) or 'new'."
+        "'finished' (a finished run of these parameters), 'partial' (a run to resume) or 'new' (`RUN_STATES`)."
         m = read_metrics(self.folder)
         if m is None:
             return 'new'
-        return 'done' if m['finished'] and m['identity'] == self.run_config().identity() else 'partial'
+        return 'finished' if m['finished'] and m['identity'] == self.run_config().identity() else 'partial'
 
+# %% ../nbs/11_plan.ipynb #8649787e
 def portable(path: Path) -> str:
     "`path` relative to the project when inside it (a clone elsewhere reads the same parameters), else absolute."
     return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
 
+# %% ../nbs/11_plan.ipynb #b9866e0b
 def check_configs(names) -> list[str]:
     "The configuration names, checked: an unknown one is an error listing the valid names; `readme`: the fifteen."
     names = [n.strip() for n in (names.split(',') if isinstance(names, str) else names)]
@@ -66,6 +82,7 @@ def check_configs(names) -> list[str]:
         raise ValueError(f"no configuration chosen; valid names: {', '.join(CONFIGS)}")
     return names
 
+# %% ../nbs/11_plan.ipynb #d0a6aa96
 def check_teacher(folder, config) -> Path:
     "The folder of a finished teacher run with its weights whose identity is `config`'s, else an error saying why."
     path = resolve_path(folder)
@@ -78,6 +95,29 @@ def check_teacher(folder, config) -> Path:
                          ', '.join(f"{k} ({metrics['identity'].get(k)!r}, not {want[k]!r})" for k in differ))
     return path
 
+# %% ../nbs/11_plan.ipynb #2d12a19a
+def teacher_of(job: Job, jobs: list[Job]) -> Job | None:
+    "The teacher job a student job distils from (None for a teacher, or a teacher outside the plan)."
+    if job.kind == 'teacher':
+        return None
+    return next((j for j in jobs if j.kind == 'teacher' and j.folder == resolve_path(job.params['teacher_path'])), None)
+
+# %% ../nbs/11_plan.ipynb #485401a2
+def decide_actions(jobs: list[Job]) -> list[Job]:
+    """Set each job's `action` from what its folder holds.
+
+    A finished teacher without weights is retrained for its students."""
+    for job in jobs:
+        job.action = {'finished': 'skip', 'partial': 'resume', 'new': 'run'}[job.status()]
+    needed = {teacher.name for job in jobs if job.action != 'skip' and (teacher := teacher_of(job, jobs))}
+    for job in jobs:
+        # a fresh clone of a study whose teacher's weights are not in git has its metrics, not its model.pt
+        missing = not (job.folder/'model.pt').is_file()
+        if job.kind == 'teacher' and job.action == 'skip' and job.name in needed and missing:
+            job.action, job.params = 'retrain', job.params | dict(overwrite=True)
+    return jobs
+
+# %% ../nbs/11_plan.ipynb #ee984954
 def plan(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, teacher=None) -> list[Job]:
     """The jobs of a study: `configs` (default: the scale's design), each at `seeds` seeds (default: the design's
     count, else 3); teachers first, then the students seed by seed. A student's teacher is planned too, unless
@@ -131,26 +171,6 @@ def plan(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, 
         job.run_config()
     return decide_actions(jobs)
 
-def teacher_of(job: Job, jobs: list[Job]) -> Job | None:
-    "The teacher job a student job distils from (None for a teacher, or a teacher outside the plan)."
-    if job.kind == 'teacher':
-        return None
-    return next((j for j in jobs if j.kind == 'teacher' and j.folder == resolve_path(job.params['teacher_path'])), None)
-
-def decide_actions(jobs: list[Job]) -> list[Job]:
-    """Set each job's `action` from what its folder holds.
-
-    A finished teacher without weights is retrained for its students."""
-    for job in jobs:
-        job.action = {'done': 'skip', 'partial': 'resume', 'new': 'run'}[job.status()]
-    needed = {teacher.name for job in jobs if job.action != 'skip' and (teacher := teacher_of(job, jobs))}
-    for job in jobs:
-        # a fresh clone of a study whose teacher's weights are not in git has its metrics, not its model.pt
-        missing = not (job.folder/'model.pt').is_file()
-        if job.kind == 'teacher' and job.action == 'skip' and job.name in needed and missing:
-            job.action, job.params = 'retrain', job.params | dict(overwrite=True)
-    return jobs
-
 # %% ../nbs/11_plan.ipynb #0d54e32b
 def prepare_data(jobs: list[Job]) -> None:
     """Load every dataset the jobs train on, once and here (a missing one fails now, a download happens before any
@@ -186,7 +206,7 @@ def check_clean(folder: Path, allow_dirty: bool = False) -> None:
 
 # %% ../nbs/11_plan.ipynb #711eaf11
 def outcome(job, state: str, error: str | None = None, seconds: float = 0., metrics: dict | None = None) -> dict:
-    "What became of a job: 'done', 'skipped' (finished before) or 'failed' (with its error)."
+    "What became of a job (`RUN_STATES`): 'finished', 'skipped' (finished before) or 'failed' (with its error)."
     return dict(job=job, state=state, seconds=seconds, metrics=metrics, error=error)
 
 def last_error_line(text: str) -> str:
@@ -223,7 +243,7 @@ def run_job(job: Job, threads: int = 1, gpus: int = 0, env: dict | None = None) 
                                     cwd=project_root()).returncode
     metrics, seconds = read_metrics(job.folder), perf_counter() - started
     if returncode == 0 and metrics is not None and metrics['finished']:
-        return outcome(job, 'done', seconds=seconds, metrics=metrics)
+        return outcome(job, 'finished', seconds=seconds, metrics=metrics)
     return outcome(job, 'failed', f"{last_error_line(log.read_text(errors='replace'))[:300]} (log: {log})", seconds)
 
 def retrain_lines(jobs: list[Job]) -> list[str]:

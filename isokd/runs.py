@@ -29,7 +29,7 @@ from .loop import make_optimizer, check_batch_split, prepare, train_epoch, evalu
 __all__ = ['run_lock', 'load_checkpoint', 'read_metrics', 'check_existing', 'start_line', 'fit', 'order_profile', 'accuracy_line',
            'run', 'shipped_teacher', 'load_teacher', 'train_teacher', 'distill', 'distill_crd']
 
-# %% ../nbs/09_runs.ipynb #5ae65bce
+# %% ../nbs/09_runs.ipynb #b702e20d
 @contextlib.contextmanager
 def run_lock(out_dir: Path):
     "Hold an exclusive lock on `out_dir` for the duration of a run (released by the OS if the process dies)."
@@ -42,6 +42,7 @@ def run_lock(out_dir: Path):
                                f"wait for it or choose another out_dir") from None
         yield out_dir
 
+# %% ../nbs/09_runs.ipynb #f27126da
 def load_checkpoint(path: Path) -> dict:
     "Load a checkpoint, failing loudly (with its path) if it is truncated or corrupt."
     try:
@@ -50,17 +51,19 @@ def load_checkpoint(path: Path) -> dict:
         raise RuntimeError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); "
                            f"delete it to restart the run from its beginning") from e
 
+# %% ../nbs/09_runs.ipynb #977d6cb0
 def read_metrics(out_dir) -> dict | None:
     "The metrics.json of `out_dir`, or None if there is none."
     path = Path(out_dir)/'metrics.json'
     return json.loads(path.read_text()) if path.is_file() else None
 
-# %% ../nbs/09_runs.ipynb #5a9b2d73
+# %% ../nbs/09_runs.ipynb #3deea08a
 def _mismatch(found: dict, cfg) -> str:
     want = cfg.identity()
     differ = [k for k in sorted(set(found) | set(want)) if found.get(k) != want.get(k)]
     return ', '.join(f"{k}: {found.get(k)!r} on disk vs {want.get(k)!r}" for k in differ)
 
+# %% ../nbs/09_runs.ipynb #e35ca2e2
 def check_existing(cfg, out_dir: Path) -> dict | None:
     "The finished metrics in `out_dir` if it holds this finished run; raise if it holds a different one."
     if cfg.overwrite:
@@ -76,7 +79,7 @@ def check_existing(cfg, out_dir: Path) -> dict | None:
                               f"pass overwrite=True to replace it, or choose another out_dir")
     return metrics if metrics['finished'] else None
 
-# %% ../nbs/09_runs.ipynb #c95f289b
+# %% ../nbs/09_runs.ipynb #9e7d37c2
 def _summarise(metrics: dict):
     "The summary of the history: last test metrics, best epoch (by validation when there is one), time."
     history = metrics['history']
@@ -97,6 +100,17 @@ def _summarise(metrics: dict):
                         best_epoch=best['epoch'])
     metrics.update(summary)
 
+# %% ../nbs/09_runs.ipynb #e084258b
+def _save_epoch(distiller, opt, sched, metrics: dict, out_dir: Path):
+    "The checkpoint (without the frozen teacher) and metrics.json of the epoch just finished, atomically."
+    state = {k: v for k, v in distiller.state_dict().items() if not k.startswith('teacher.')}
+    checkpoint = dict(epoch=len(metrics['history']), state=state, optimizer=opt.state_dict(),
+                      scheduler=sched.state_dict(), history=metrics['history'])
+    atomic_save(checkpoint, out_dir/'checkpoint.pt')
+    _summarise(metrics)
+    atomic_write_json(out_dir/'metrics.json', metrics)
+
+# %% ../nbs/09_runs.ipynb #8696e56f
 def _resume(distiller, opt, sched, ckpt: Path) -> tuple[int, list]:
     "Load the checkpoint `ckpt` into the distiller, optimizer and schedule; return its epoch and history."
     state = load_checkpoint(ckpt)
@@ -107,22 +121,13 @@ def _resume(distiller, opt, sched, ckpt: Path) -> tuple[int, list]:
     sched.load_state_dict(state['scheduler'])
     return state['epoch'], state['history']
 
-def _save_epoch(distiller, opt, sched, metrics: dict, out_dir: Path):
-    "The checkpoint (without the frozen teacher) and metrics.json of the epoch just finished, atomically."
-    state = {k: v for k, v in distiller.state_dict().items() if not k.startswith('teacher.')}
-    checkpoint = dict(epoch=len(metrics['history']), state=state, optimizer=opt.state_dict(),
-                      scheduler=sched.state_dict(), history=metrics['history'])
-    atomic_save(checkpoint, out_dir/'checkpoint.pt')
-    _summarise(metrics)
-    atomic_write_json(out_dir/'metrics.json', metrics)
-
-# %% ../nbs/09_runs.ipynb #f934b537
+# %% ../nbs/09_runs.ipynb #c451096d
 def start_line(cfg, device) -> str:
     "What a run says at its start: the method, the device and its threads, and the precision it chose, with why."
     threads = f", {torch.get_num_threads()} thread(s)" if device.type == 'cpu' else ''
     return f"{getattr(cfg, 'method', 'teacher')} ({cfg.arch}) on {device}{threads}; {cfg.precision().reason}"
 
-# %% ../nbs/09_runs.ipynb #a9d98e28
+# %% ../nbs/09_runs.ipynb #2f6cede0
 def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress=True, on_finish=None) -> dict:
     "Train `distiller` on `data` as `cfg` says, into `out_dir`; return the metrics (`on_finish(model)` adds to them)."
     device, (rank, world) = get_device(cfg.device), dist_info()
@@ -191,7 +196,7 @@ def fit(distiller, data, cfg, out_dir: Path, extra: dict | None = None, progress
         dist.barrier()
     return metrics
 
-# %% ../nbs/09_runs.ipynb #b3e9dbe8
+# %% ../nbs/09_runs.ipynb #6e02ec76
 @torch.inference_mode()
 def order_profile(model, data, device, n: int = 5000, seed: int = 0, channels_last=True) -> dict:
     "The teacher's order statistics (`TeacherOrder`) on `n` training images, clean and under each mixing."
@@ -208,7 +213,7 @@ def order_profile(model, data, device, n: int = 5000, seed: int = 0, channels_la
         profile['clean' if method == 'none' else method] = teacher_order.result()
     return profile
 
-# %% ../nbs/09_runs.ipynb #43150b2d
+# %% ../nbs/09_runs.ipynb #a41d178f
 def accuracy_line(metrics: dict) -> str:
     "A finished run's test top-1 at the last epoch, and its best epoch's (on the test set, or on the validation split)."
     line = f"top-1 {metrics['test_acc_last']:.2%} last"
@@ -218,6 +223,7 @@ def accuracy_line(metrics: dict) -> str:
         return line + f" (validation: {metrics['val_acc_best']:.2%} best)"
     return line
 
+# %% ../nbs/09_runs.ipynb #5d1ac54e
 def _finished(cfg, out_dir: Path) -> dict | None:
     done = check_existing(cfg, out_dir)
     if done:
@@ -228,6 +234,7 @@ def _finished(cfg, out_dir: Path) -> dict | None:
         dist.barrier()
     return done
 
+# %% ../nbs/09_runs.ipynb #71e675c9
 def run(cfg: TeacherConfig, progress=True) -> dict:
     "Carry out the run `cfg` (a teacher, or a student with its teacher) in its folder; return its metrics."
     # a run started by hand takes the idle cores; the study runner and torchrun set OMP_NUM_THREADS for theirs
@@ -260,12 +267,13 @@ def run(cfg: TeacherConfig, progress=True) -> dict:
 
         return fit(distiller, data, cfg, out_dir, extra=extra, progress=progress, on_finish=profile)
 
-# %% ../nbs/09_runs.ipynb #bf3d2af5
+# %% ../nbs/09_runs.ipynb #8f2ab617
 def _train_command(tcfg: TeacherConfig) -> str:
     "The papermill command that trains the teacher `tcfg`."
     changed = [f"-p {k} {v}" for k, v in asdict(tcfg).items() if v != getattr(TeacherConfig, k, None)]
     return f"papermill nbs/run_teacher.ipynb out.ipynb {' '.join(changed)} -p out_dir {tcfg.path}"
 
+# %% ../nbs/09_runs.ipynb #7c1a203e
 def shipped_teacher(tcfg: TeacherConfig) -> Path | None:
     "The folder of a committed study's teacher (`runs/<scale>/teacher/seed<k>/`, weights included) that is `tcfg`."
     for folder in sorted((project_root()/'runs').glob('*/teacher/seed*')):
@@ -275,6 +283,7 @@ def shipped_teacher(tcfg: TeacherConfig) -> Path | None:
             return folder
     return None
 
+# %% ../nbs/09_runs.ipynb #8eb476e8
 def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
     """The teacher's model.pt for `cfg` and its metrics: `teacher_path`'s, else a committed study's teacher of the same
     identity, else the cached one under `runs/teachers/`, trained first if missing and allowed. A teacher trained
@@ -312,6 +321,7 @@ def _teacher_weights(cfg: KDConfig, progress=True) -> tuple[Path, dict]:
         f"the run's `epochs` and `n_train` do not shorten it: `teacher_epochs` and `teacher_n_train` do).")
     return weights, run(tcfg, progress)
 
+# %% ../nbs/09_runs.ipynb #8f9a140f
 def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress=True) -> tuple[nn.Module, dict]:
     """The teacher of `cfg` (trained first if missing and allowed; torchvision's published weights when `teacher_path`
     is `torchvision:<weights>`) and a record of where it came from, for the metrics."""
@@ -339,15 +349,17 @@ def load_teacher(cfg: KDConfig, num_classes: int, in_channels: int = 3, progress
                   model_sha256=sha256)
     return teacher, dict(teacher=record)
 
-# %% ../nbs/09_runs.ipynb #4c7769b9
+# %% ../nbs/09_runs.ipynb #c1e71e92
 def train_teacher(progress=True, **params) -> dict:
     "Train a teacher with cross-entropy as `TeacherConfig(**params)` says; return its metrics."
     return run(TeacherConfig(**params), progress)
 
+# %% ../nbs/09_runs.ipynb #365cf8d2
 def distill(progress=True, **params) -> dict:
     "Distil a student as `KDConfig(**params)` says (KD, KD-aug, KD-i or KD-p); return its metrics."
     return run(KDConfig(**params), progress)
 
+# %% ../nbs/09_runs.ipynb #987e6842
 def distill_crd(progress=True, **params) -> dict:
     "Distil a student with CRD as `CRDConfig(**params)` says (CRD, CRD-aug, CRD-i or CRD-p); return its metrics."
     return run(CRDConfig(**params), progress)

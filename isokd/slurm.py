@@ -24,11 +24,11 @@ from submitit.core.utils import JobPaths
 
 from .core import atomic_write_json, check_int, resolve_path
 from .runs import accuracy_line, read_metrics
-from .plan import Job, last_error_line, prepare_data, retrain_lines, run_job, teacher_of
+from .plan import FINAL_STATES, Job, last_error_line, prepare_data, retrain_lines, run_job, teacher_of
 
 # %% auto #0
 __all__ = ['SLURM_COMMANDS', 'DEFAULT_TIME', 'DEFAULT_MAX_REQUEUES', 'OWN_SBATCH_OPTIONS', 'SIGNAL_DELAY_S', 'KILL_WAIT_S',
-           'SLURM_FINAL_STATES', 'FINAL_STATES', 'check_slurm', 'time_limit_minutes', 'sbatch_options', 'check_options',
+           'SLURM_FINAL_STATES', 'check_slurm', 'time_limit_minutes', 'sbatch_options', 'check_options',
            'restart_count', 'SlurmRun', 'jobs_to_submit', 'job_record', 'queue_states', 'record_path',
            'check_no_live_submission', 'check_partition', 'submit_study', 'read_result', 'log_error', 'job_status',
            'slurm_status', 'status_line', 'counts_line', 'wait_study', 'add_arguments', 'slurm_options', 'run_slurm',
@@ -129,7 +129,7 @@ class SlurmRun(submitit.helpers.Checkpointable):
         self.terminated = False
         signal.signal(signal.SIGTERM, self._terminate)
         result = run_job(self.resumable_job(), self.threads, self.gpus_per_run)
-        if result['state'] != 'done':
+        if result['state'] != 'finished':
             if self.terminated:
                 self._wait_for_kill()
             # a non-zero exit makes the job FAILED, and Slurm cancels the students that wait on it (afterok)
@@ -312,8 +312,6 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
     return submitted
 
 # %% ../nbs/14_slurm.ipynb #b1673704
-FINAL_STATES = ('done', 'failed', 'cancelled')
-
 def read_result(path) -> tuple | None:
     "submitit's result of a job: ('success', the run's outcome) or ('error', the traceback); None while it has none."
     if not path or not Path(path).is_file():
@@ -335,18 +333,18 @@ def job_status(record: dict, queue: dict | None, teacher: dict | None = None) ->
     "The state of one recorded job (see `slurm_status`), given Slurm's queue and its teacher's state."
     status = dict(name=record['name'], job_id=record['job_id'], log=record['log'], folder=record['folder'])
     if not record['job_id']:
-        return status | dict(state='done', detail='finished before the submission: not submitted')
+        return status | dict(state='skipped', detail='finished before the submission: not submitted')
     result = read_result(record['result'])
     if result is not None and result[0] == 'success':
         metrics = result[1]['metrics']
         accuracy = accuracy_line(metrics)
         detail = f"{accuracy}  {result[1]['seconds']:.0f} s"
-        return status | dict(state='done', detail=detail)
+        return status | dict(state='finished', detail=detail)
     if result is not None and result[0] == 'unreadable':
         metrics_file = Path(record['folder'])/'metrics.json'
         finished = metrics_file.is_file() and json.loads(metrics_file.read_text()).get('finished')
         detail = f"its result file {record['result']} does not load ({result[1]})"
-        return status | dict(state='done' if finished else 'failed', detail=detail)
+        return status | dict(state='finished' if finished else 'failed', detail=detail)
     if result is not None:
         # the traceback ends with the RuntimeError of `SlurmRun`: the run's last error line and its run.log
         return status | dict(state='failed', detail=last_error_line(result[1]).removeprefix('RuntimeError: '))
@@ -390,9 +388,9 @@ def status_line(status: dict) -> str:
     return line + (f" (Slurm log: {status['log']})" if status['state'] == 'failed' else '')
 
 def counts_line(statuses: list[dict]) -> str:
-    "How many runs are done, and which failed or were cancelled."
-    done = sum(status['state'] == 'done' for status in statuses)
-    line = f"{done} of {len(statuses)} runs done"
+    "How many runs are finished (skipped ones included: finished before), and which are not."
+    finished = sum(status['state'] in ('finished', 'skipped') for status in statuses)
+    line = f"{finished} of {len(statuses)} runs finished"
     for state in ('failed', 'cancelled', 'running', 'pending', 'unknown'):
         names = [status['name'] for status in statuses if status['state'] == state]
         line += f"; {state}: {', '.join(names)}" if names else ''
@@ -400,7 +398,7 @@ def counts_line(statuses: list[dict]) -> str:
 
 # %% ../nbs/14_slurm.ipynb #17936b89
 def wait_study(study_folder, poll_s: float = 30, timeout_s: float | None = None, echo: bool = True) -> list[dict]:
-    "Follow a submission until every job has ended (done, failed or cancelled), printing each change."
+    "Follow a submission until every job has ended (finished, skipped, failed or cancelled), printing each change."
     started = monotonic()
     seen = {}
     while True:
@@ -489,7 +487,7 @@ def main(argv=None) -> int:
     print(counts_line(statuses), flush=True)
     if any(status['state'] in ('failed', 'cancelled') for status in statuses):
         return 1
-    return 0 if all(status['state'] == 'done' for status in statuses) else 3
+    return 0 if all(status['state'] in ('finished', 'skipped') for status in statuses) else 3
 
 # python -m isokd.slurm (not when a notebook runs this cell)
 if __name__ == '__main__' and '__file__' in globals():

@@ -41,18 +41,18 @@ def worker_env(slot: int) -> dict:
 # %% ../nbs/12_study.ipynb #3793fcb1
 def run_pool(jobs: list, needs: dict, execute, workers: int, report, started=None, tick=None) -> None:
     """Run `execute(job, slot)` for every job, in order, `workers` at a time (`slot`: which worker); a job named in
-    `needs` starts after the job it needs is 'done', and fails unstarted if that one failed. `report(outcome)` as each
-    ends, `started(job, slot)` as each starts, `tick()` every second or so while jobs run."""
+    `needs` starts once the job it needs is 'finished', and fails unstarted if that one failed. `report(outcome)` as
+    each ends, `started(job, slot)` as each starts, `tick()` every second or so while jobs run."""
     state, pending, running, free = {}, list(jobs), {}, list(range(workers))
     with ThreadPoolExecutor(workers) as pool:
         while pending or running:
             for job in list(pending):
-                need = state.get(needs.get(job.name), 'done' if job.name not in needs else None)
+                need = state.get(needs.get(job.name), 'finished' if job.name not in needs else None)
                 if need == 'failed':
                     pending.remove(job)
                     state[job.name] = 'failed'
                     report(outcome(job, 'failed', f"not started: {needs[job.name]} failed"))
-                elif need == 'done' and free:
+                elif need == 'finished' and free:
                     pending.remove(job)
                     slot = free.pop()
                     if started:
@@ -107,7 +107,7 @@ class Progress:
 # %% ../nbs/12_study.ipynb #9570220f
 def _line(i: int, n: int, res: dict) -> str:
     job, m = res['job'], res['metrics']
-    head = f"[{i:>{len(str(n))}}/{n}] {job.name:<20} {res['state']:<7}"
+    head = f"[{i:>{len(str(n))}}/{n}] {job.name:<20} {res['state']:<8}"
     if not m:
         return f"{head} {res['error']}"
     took = f"  {res['seconds']:.0f} s" if res['seconds'] else ''
@@ -167,7 +167,7 @@ def write_report(scale: str, root=None) -> dict:
     with open(log, 'w') as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
     error = last_error_line(log.read_text(errors='replace'))[:300]
-    res = outcome(None, 'done') if rc == 0 else outcome(None, 'failed', f"{error} (log: {log})")
+    res = outcome(None, 'finished') if rc == 0 else outcome(None, 'failed', f"{error} (log: {log})")
     print(f"report: {out}" if rc == 0 else f"report failed: {res['error']}", flush=True)
     return res
 

@@ -51,7 +51,8 @@ def smoke_study(tmp_path_factory):
 
 def test_smoke_study_runs_every_job_into_its_folder_and_reports(smoke_study):
     root, out = smoke_study
-    assert outcome_lines(out) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done', 'crd-cutmix-p seed0': 'done'}
+    assert outcome_lines(out) == {'teacher seed0': 'finished', 'kd-mixup-i seed0': 'finished',
+                                  'crd-cutmix-p seed0': 'finished'}
     for name in ('teacher', 'kd-mixup-i', 'crd-cutmix-p'):
         d = root/'smoke'/name/'seed0'
         assert {'run.ipynb', 'metrics.json', 'parameters.json'} <= {p.name for p in d.iterdir()}
@@ -85,7 +86,7 @@ def test_a_teacher_without_weights_is_trained_again_to_the_same_numbers(smoke_st
     (tmp_path/'smoke'/'kd-mixup-i'/'seed0'/'metrics.json').unlink()
     redo = study('--scale', 'smoke', '--seeds', 1, '--configs', 'kd-mixup-i', '--root', tmp_path, '--no-report')
     assert redo.returncode == 0, redo.stdout + redo.stderr
-    assert (outcome_lines(redo.stdout) == {'teacher seed0': 'done', 'kd-mixup-i seed0': 'done'}
+    assert (outcome_lines(redo.stdout) == {'teacher seed0': 'finished', 'kd-mixup-i seed0': 'finished'}
             and 'model.pt is missing' in redo.stdout)
 
     def numbers(m):
@@ -103,8 +104,8 @@ def test_a_failed_run_does_not_stop_the_others_and_its_students_wait(tmp_path):
               '--no-report')
     assert r.returncode == 1, r.stdout + r.stderr
     lines = outcome_lines(r.stdout)
-    assert lines == {'teacher seed0': 'done', 'teacher seed1': 'failed',
-                     'kd-cutmix seed0': 'done', 'kd-cutmix seed1': 'failed'}
+    assert lines == {'teacher seed0': 'finished', 'teacher seed1': 'failed',
+                     'kd-cutmix seed0': 'finished', 'kd-cutmix seed1': 'failed'}
     assert 'corrupt or truncated' in r.stdout and str(bad/'run.log') in r.stdout
     assert 'not started: teacher seed1 failed' in r.stdout and 'failed: teacher seed1, kd-cutmix seed1' in r.stdout
 
@@ -145,7 +146,7 @@ def test_students_distil_from_a_given_teacher_and_a_wrong_one_is_refused(smoke_s
     monkeypatch.setitem(SCALES, 'shared', Scale(smoke.teacher, smoke.student, smoke.crd, shared_teacher=True))
     teacher = smoke_study[0]/'smoke'/'teacher'/'seed0'
     results = run_study('shared', 1, 'kd-mixup-i', tmp_path, workers=1, report=False, teacher=teacher)
-    assert [(r['job'].name, r['state']) for r in results] == [('kd-mixup-i seed0', 'done')]
+    assert [(r['job'].name, r['state']) for r in results] == [('kd-mixup-i seed0', 'finished')]
     sha = json.loads((teacher/'metrics.json').read_text())['model_sha256']
     assert results[0]['metrics']['teacher']['model_sha256'] == sha and not (tmp_path/'shared'/'teacher').exists()
     monkeypatch.setitem(SCALES, 'longer', Scale(smoke.teacher | dict(epochs=2), smoke.student, shared_teacher=True))
