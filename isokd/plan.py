@@ -18,12 +18,12 @@ from .design import CONFIGS, NOTEBOOKS, README_CONFIGS, SCALES
 from .runs import read_metrics
 
 # %% auto #0
-__all__ = ['RUN_STATES', 'FINAL_STATES', 'ACTIONS', 'Job', 'portable', 'check_configs', 'check_teacher', 'teacher_of',
-           'decide_actions', 'plan', 'prepare_data', 'check_clean', 'outcome', 'last_error_line', 'papermill_command',
-           'torchrun_command', 'run_job', 'retrain_lines', 'actions_line']
+__all__ = ['RUN_STATES', 'SUCCEEDED', 'FINAL_STATES', 'ACTIONS', 'Job', 'portable', 'check_configs', 'check_teacher',
+           'teacher_of', 'decide_actions', 'plan', 'prepare_data', 'check_clean', 'outcome', 'last_error_line',
+           'papermill_command', 'torchrun_command', 'run_job', 'retrain_lines', 'actions_line']
 
 # %% ../nbs/11_plan.ipynb #3eae14e5
-# what each word means; `FINAL_STATES` are the ones a job ends in
+# what each word means; a job ends in one of `FINAL_STATES`, and ended well in one of `SUCCEEDED`
 RUN_STATES = {
     'new': "no run of these parameters in its folder yet",
     'partial': "a run of these parameters stopped before its last epoch: it resumes from its last checkpoint",
@@ -34,7 +34,8 @@ RUN_STATES = {
     'failed': "ended with an error (its log names it), or its teacher failed",
     'cancelled': "cancelled in Slurm before it ended, or its teacher was",
     'unknown': "no result yet, and Slurm's queue does not answer here"}
-FINAL_STATES = ('finished', 'skipped', 'failed', 'cancelled')
+SUCCEEDED = ('finished', 'skipped')
+FINAL_STATES = SUCCEEDED + ('failed', 'cancelled')
 
 # %% ../nbs/11_plan.ipynb #7d9d20bc
 ACTIONS = ('run', 'resume', 'skip', 'retrain')

@@ -24,7 +24,7 @@ from submitit.core.utils import JobPaths
 
 from .core import atomic_write_json, check_int, resolve_path
 from .runs import accuracy_line, read_metrics
-from .plan import FINAL_STATES, Job, last_error_line, prepare_data, retrain_lines, run_job, teacher_of
+from .plan import FINAL_STATES, SUCCEEDED, Job, last_error_line, prepare_data, retrain_lines, run_job, teacher_of
 
 # %% auto #0
 __all__ = ['SLURM_COMMANDS', 'DEFAULT_TIME', 'DEFAULT_MAX_REQUEUES', 'OWN_SBATCH_OPTIONS', 'SIGNAL_DELAY_S', 'KILL_WAIT_S',
@@ -389,7 +389,7 @@ def status_line(status: dict) -> str:
 
 def counts_line(statuses: list[dict]) -> str:
     "How many runs are finished (skipped ones included: finished before), and which are not."
-    finished = sum(status['state'] in ('finished', 'skipped') for status in statuses)
+    finished = sum(status['state'] in SUCCEEDED for status in statuses)
     line = f"{finished} of {len(statuses)} runs finished"
     for state in ('failed', 'cancelled', 'running', 'pending', 'unknown'):
         names = [status['name'] for status in statuses if status['state'] == state]
@@ -487,7 +487,7 @@ def main(argv=None) -> int:
     print(counts_line(statuses), flush=True)
     if any(status['state'] in ('failed', 'cancelled') for status in statuses):
         return 1
-    return 0 if all(status['state'] in ('finished', 'skipped') for status in statuses) else 3
+    return 0 if all(status['state'] in SUCCEEDED for status in statuses) else 3
 
 # python -m isokd.slurm (not when a notebook runs this cell)
 if __name__ == '__main__' and '__file__' in globals():
