@@ -11,8 +11,8 @@ from .functional import METHOD_TABLE
 from .crd import NCE_N
 
 # %% auto #0
-__all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 'SETTINGS', 'SCALES', 'Comparison', 'baseline',
-           'Scale']
+__all__ = ['NOTEBOOKS', 'SUFFIXES', 'README_CONFIGS', 'CONFIGS', 'COMPARISONS', 'SETTINGS', 'SCALES', 'PAIRS_COMPARISONS',
+           'Comparison', 'baseline', 'BlindCheck', 'Scale']
 
 # %% ../nbs/09a_design.ipynb #8198dffb
 NOTEBOOKS = {'teacher': 'run_teacher', 'kd': 'run_kd', 'crd': 'run_crd'}
@@ -38,7 +38,7 @@ def _controls():
 CONFIGS: dict[str, dict] = README_CONFIGS | dict(_controls())
 
 def _variants():
-    for base in ('kd-mixup', 'kd-mixup-i-replace', 'kd-mixup-p'):
+    for base in ('kd-mixup', 'kd-mixup-i', 'kd-mixup-i-replace', 'kd-mixup-p'):
         yield f'{base}-T2', CONFIGS[base] | dict(temperature=2.0)
     for rho in (0.5, 8.0):
         yield f'kd-mixup-p-rho{rho:g}', CONFIGS['kd-mixup-p'] | dict(soft_constraint_ratio=rho)
@@ -90,6 +90,14 @@ def baseline(name: str) -> str | None:
 
 # %% ../nbs/09a_design.ipynb #33863b81
 @dataclass(frozen=True)
+class BlindCheck:
+    """Once every primary comparison has `after` seeds, read only their paired standard deviations (never a mean):
+    above `sd_limit` points, the primary family runs `extend_to` seeds instead of the design's."""
+    after: int
+    sd_limit: float
+    extend_to: int
+
+@dataclass(frozen=True)
 class Scale:
     "Every parameter a scale gives its teacher runs, its student runs and its CRD runs on top; its default design."
     teacher: dict
@@ -102,6 +110,10 @@ class Scale:
     teacher_weights: str | None = None
     # the study `make study` runs: configuration -> number of seeds (0..n-1)
     design: dict = field(default_factory=lambda: {name: 3 for name in README_CONFIGS})
+    # the comparisons its report makes, in their families
+    comparisons: tuple[Comparison, ...] = COMPARISONS
+    # the rule that may extend the primary family's seeds, declared before its runs (None: no rule)
+    blind_check: BlindCheck | None = None
 
 def _cpu_design() -> dict:
     seeds = {name: 3 for name in README_CONFIGS} | {'teacher': 1}
@@ -141,3 +153,31 @@ SCALES = {
                       design={name: 1 for name in ('kd-mixup', 'kd-mixup-i', 'kd-cutmix', 'kd-cutmix-i')},
                       about="ImageNet, torchvision's ResNet-34 (its published weights) -> ResNet-18, 90 epochs: GPUs"),
 }
+
+# %% ../nbs/09a_design.ipynb #a65e241f
+def _pairs_comparisons():
+    for method in ('-i', '-p'):
+        yield Comparison('primary', f'kd-mixup{method}', 'kd-mixup')
+    yield Comparison('primary', 'kd-mixup-i', 'kd-mixup-id')
+    for method in ('-i-replace', '-id'):
+        yield Comparison('secondary', f'kd-mixup{method}', 'kd-mixup')
+    yield Comparison('secondary', 'kd-mixup-T2', 'kd-mixup')
+    yield Comparison('secondary', 'kd-mixup-i-T2', 'kd-mixup-T2')
+    for method in ('-i', '-p'):
+        yield Comparison('cutmix', f'kd-cutmix{method}', 'kd-cutmix')
+    for config in ('kd-mixup', 'kd-cutmix'):
+        yield Comparison('mixing', config, 'kd')
+
+PAIRS_COMPARISONS: tuple[Comparison, ...] = tuple(_pairs_comparisons())
+_PAIRS = dict(dataset='fashion-pairs', batch_size=128, lr=0.1, weight_decay=5e-4, momentum=0.9, schedule='cosine',
+              channels_last=True, bf16=False)
+SCALES['pairs'] = Scale(
+    teacher=_PAIRS | dict(arch='resnet14', epochs=15, n_train=None),
+    student=_PAIRS | dict(arch='resnet8', epochs=60, n_train=2500, temperature=4.5, alpha=0.95,
+                          soft_constraint_ratio=2.0),
+    shared_teacher=True, comparisons=PAIRS_COMPARISONS, blind_check=BlindCheck(after=10, sd_limit=0.55, extend_to=40),
+    design={'teacher': 1} | {c: 30 for c in ('kd-mixup', 'kd-mixup-i', 'kd-mixup-p', 'kd-mixup-id')}
+           | {c: 10 for c in ('kd', 'kd-mixup-i-replace', 'kd-mixup-T2', 'kd-mixup-i-T2', 'kd-cutmix', 'kd-cutmix-i',
+                              'kd-cutmix-p')},
+    about='fashion-pairs 2x28x28, 100 classes, ResNet-14 (55,000 pairs, 15 epochs) -> ResNet-8 (2,500 pairs, 60 '
+          'epochs), cosine, float32: two CPU cores')

@@ -24,11 +24,23 @@ def outcome_lines(out: str) -> dict:
 
 def test_registry_names_every_readme_configuration():
     assert len(README_CONFIGS) == 15 and set(README_CONFIGS) < set(CONFIGS)
-    assert set(SCALES) == {'paper', 'cpu', 'smoke', 'imagenet'}
+    assert set(SCALES) == {'paper', 'cpu', 'pairs', 'smoke', 'imagenet'}
     kinds = {n: (c['kind'], c.get('mixup'), c.get('calibration')) for n, c in CONFIGS.items()}
     assert kinds['kd'] == ('kd', 'none', 'none') and kinds['crd-mixup'] == ('crd', 'mixup', 'none')
     assert (kinds['kd-cutmix-i'] == ('kd', 'cutmix', 'isotonic')
             and kinds['crd-mixup-p'] == ('crd', 'mixup', 'isotonic_appr'))
+
+def test_pairs_scale_plans_100_class_float32_students_of_one_teacher(tmp_path):
+    jobs = plan('pairs', seeds=2, configs='teacher,kd-mixup-i,kd-mixup-i-T2', root=tmp_path)
+    assert [j.name for j in jobs] == ['teacher seed0', 'kd-mixup-i seed0', 'kd-mixup-i-T2 seed0', 'kd-mixup-i seed1',
+                                      'kd-mixup-i-T2 seed1']
+    t, s, s2 = (j.run_config() for j in jobs[:3])
+    assert (t.dataset, t.arch, t.epochs, t.n_train, t.bf16) == ('fashion-pairs', 'resnet14', 15, None, False)
+    assert (s.dataset, s.arch, s.teacher_arch, s.n_train, s.epochs, s.bf16) == \
+           ('fashion-pairs', 'resnet8', 'resnet14', 2500, 60, False)
+    assert (s.temperature, s2.temperature, s2.calibration, s2.isotonic_mode) == (4.5, 2.0, 'isotonic', 'add')
+    # every student of every seed distils from the one teacher
+    assert {j.params['teacher_path'] for j in jobs[1:]} == {jobs[0].params['out_dir']}
 
 def test_paper_scale_is_the_authors_setting(tmp_path):
     jobs = {j.config: j.run_config() for j in plan('paper', seeds=1, root=tmp_path)}
