@@ -11,7 +11,7 @@ from scipy import stats
 from .design import CONFIGS, COMPARISONS, SETTINGS, Comparison
 
 # %% auto #0
-__all__ = ['paired_delta', 'holm', 'prediction_interval', 'miss_probability', 'comparison_table', 'verdict_lines',
+__all__ = ['paired_delta', 'holm', 'prediction_interval', 'miss_probability', 'comparison_table', 'blind_check', 'verdict_lines',
            'summary_paragraph', 'validation_choice', 'chosen_runs', 'chosen_comparisons', 'precision_effect']
 
 # %% ../nbs/09b_stats.ipynb #7c8c718a
@@ -73,6 +73,21 @@ def comparison_table(runs: pd.DataFrame, metric: str = 'top1_last', comparisons=
     table['p_holm'] = table.groupby('family', group_keys=False).p.apply(holm)
     return table.set_index(['family', 'config'])
 
+
+# %% ../nbs/09b_stats.ipynb #ee41facc
+def blind_check(runs: pd.DataFrame, comparisons, rule, design_seeds: int, metric: str = 'top1_last') -> dict:
+    """The paired SDs of the primary `comparisons` over their first `rule.after` seeds (no mean is computed), and the
+    primary family's seed count the `rule` (a `BlindCheck`) gives: `rule.extend_to` if the largest SD exceeds
+    `rule.sd_limit`, else `design_seeds`; None until every primary comparison has `rule.after` seeds."""
+    wide = runs.pivot_table(index='seed', columns='config', values=metric, observed=True)
+    sds = {}
+    for c in (c for c in comparisons if c.family == 'primary'):
+        pair = wide.reindex(columns=[c.config, c.baseline]).dropna().sort_index().head(rule.after)
+        sds[f"{c.config} - {c.baseline}"] = ((pair[c.config] - pair[c.baseline]).std(ddof=1)
+                                             if len(pair) == rule.after else None)
+    ready = all(sd is not None for sd in sds.values())
+    seeds = (rule.extend_to if max(sds.values()) > rule.sd_limit else design_seeds) if ready else None
+    return dict(sds=sds, seeds=seeds)
 
 # %% ../nbs/09b_stats.ipynb #6c9521f6
 def verdict_lines(table: pd.DataFrame, unit: str = 'points', alpha: float = 0.05) -> list[str]:

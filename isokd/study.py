@@ -19,10 +19,12 @@ from .design import CONFIGS, SCALES
 from .plan import (plan, teacher_of, prepare_data, check_clean, portable, run_job, outcome,
                         last_error_line, retrain_lines, actions_line)
 from .report import reproduction_lines, reproduction_table, run_precision, study_runs, study_teachers
+from .stats import blind_check
 from . import slurm
 
 # %% auto #0
-__all__ = ['default_workers', 'worker_env', 'run_pool', 'Progress', 'run_study', 'write_report', 'compare_line', 'main']
+__all__ = ['default_workers', 'worker_env', 'run_pool', 'Progress', 'run_study', 'write_report', 'compare_line',
+           'blind_check_lines', 'main']
 
 # %% ../nbs/12_study.ipynb #f7ac42c3
 def default_workers() -> int:
@@ -171,7 +173,7 @@ def write_report(scale: str, root=None) -> dict:
     print(f"report: {out}" if rc == 0 else f"report failed: {res['error']}", flush=True)
     return res
 
-# %% ../nbs/12_study.ipynb #43b0b21f
+# %% ../nbs/12_study.ipynb #38ed61bb
 def compare_line(scale: str, root, committed) -> str:
     """This study's seed 0 against a committed study of the same scale (`report.reproduction_lines`: each configuration
     and each declared comparison against the committed seeds' 95% prediction intervals), and the teachers' weights."""
@@ -197,6 +199,28 @@ def compare_line(scale: str, root, committed) -> str:
                      f"{shipped['model_sha256'][:12]}, trained on {where(shipped)})")
     return '\n'.join(lines)
 
+
+# %% ../nbs/12_study.ipynb #d3e4ec0a
+def blind_check_lines(scale: str, root=None) -> list[str]:
+    """The `scale`'s declared blind check (`isokd.design.BlindCheck`) on its finished runs: each primary comparison's
+    paired SD over its first seeds (never a mean), and the primary family's seed count it gives."""
+    sc = SCALES[scale]
+    if sc.blind_check is None:
+        raise ValueError(f"the {scale} scale declares no blind check")
+    rule, runs = sc.blind_check, study_runs((resolve_path(root) if root else runs_root())/scale)
+    primary = [c for c in sc.comparisons if c.family == 'primary']
+    design_seeds = max(sc.design.get(name, 0) for c in primary for name in (c.config, c.baseline))
+    check = (blind_check(runs, primary, rule, design_seeds) if not runs.empty else
+             dict(sds={f"{c.config} - {c.baseline}": None for c in primary}, seeds=None))
+    lines = [f"{name}: paired sd {sd:.2f} points over seeds 0-{rule.after - 1}" if sd is not None else
+             f"{name}: fewer than {rule.after} seeds with both" for name, sd in check['sds'].items()]
+    lines.append(f"the primary family: {check['seeds']} seeds (the rule: {rule.extend_to} if the largest sd exceeds "
+                 f"{rule.sd_limit}, else the design's {design_seeds})" if check['seeds'] else
+                 f"no decision yet: the check reads {rule.after} seeds of every primary comparison")
+    return lines
+
+
+# %% ../nbs/12_study.ipynb #11129010
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='python -m isokd.study', description=__doc__ or run_study.__doc__)
     p.add_argument('--scale', default='cpu', help=f"one of: {', '.join(f'{k} ({v.about})' for k, v in SCALES.items())}")
@@ -216,6 +240,8 @@ def main(argv=None) -> int:
                    help="a finished teacher run of the scale (runs/cpu/teacher/seed0) that every student distils from")
     p.add_argument('--allow-dirty', action='store_true',
                    help='run into a committed study folder from a tree with uncommitted changes (recorded)')
+    p.add_argument('--blind-check', action='store_true',
+                   help="the scale's declared blind check: the primary family's paired SDs (no mean) and its seeds")
     p.add_argument('--compare-with', default=None, metavar='FOLDER',
                    help='a committed study folder (runs/cpu): compare this seed 0 with it, per configuration')
     slurm.add_arguments(p)
@@ -223,6 +249,9 @@ def main(argv=None) -> int:
     try:
         # Slurm flags are checked (and refused with --executor local) before anything is planned
         slurm.slurm_options(a)
+        if a.blind_check:
+            print('\n'.join(blind_check_lines(a.scale, a.root)))
+            return 0
         jobs = plan(a.scale, a.seeds, a.configs, a.root, a.teacher)
         if a.dry_run:
             for job in jobs:
