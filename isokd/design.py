@@ -114,6 +114,10 @@ class Scale:
     comparisons: tuple[Comparison, ...] = COMPARISONS
     # the rule that may extend the primary family's seeds, declared before its runs (None: no rule)
     blind_check: BlindCheck | None = None
+    # each method's settings its report chooses among on the validation split ({}: no choice)
+    settings: dict = field(default_factory=lambda: SETTINGS)
+    # the scale whose study the report sets beside this one's, comparison by comparison (None: none)
+    beside: str | None = None
 
 def _cpu_design() -> dict:
     seeds = {name: 3 for name in README_CONFIGS} | {'teacher': 1}
@@ -176,6 +180,7 @@ SCALES['pairs'] = Scale(
     student=_PAIRS | dict(arch='resnet8', epochs=60, n_train=2500, temperature=4.5, alpha=0.95,
                           soft_constraint_ratio=2.0),
     shared_teacher=True, comparisons=PAIRS_COMPARISONS, blind_check=BlindCheck(after=10, sd_limit=0.55, extend_to=40),
+    settings={}, beside='cpu',
     design={'teacher': 1} | {c: 30 for c in ('kd-mixup', 'kd-mixup-i', 'kd-mixup-p', 'kd-mixup-id')}
            | {c: 10 for c in ('kd', 'kd-mixup-i-replace', 'kd-mixup-T2', 'kd-mixup-i-T2', 'kd-cutmix', 'kd-cutmix-i',
                               'kd-cutmix-p')},

@@ -12,7 +12,8 @@ from .design import CONFIGS, COMPARISONS, SETTINGS, Comparison
 
 # %% auto #0
 __all__ = ['paired_delta', 'holm', 'prediction_interval', 'miss_probability', 'comparison_table', 'blind_check', 'verdict_lines',
-           'summary_paragraph', 'validation_choice', 'chosen_runs', 'chosen_comparisons', 'precision_effect']
+           'summary_paragraph', 'validation_choice', 'chosen_runs', 'chosen_comparisons', 'precision_effect',
+           'growth_table']
 
 # %% ../nbs/09b_stats.ipynb #7c8c718a
 def paired_delta(method: pd.Series, baseline: pd.Series) -> dict:
@@ -138,7 +139,8 @@ def summary_paragraph(table: pd.DataFrame, chosen: pd.DataFrame | None = None, f
     if chosen is not None and len(chosen):
         c = chosen.droplevel('family')
         picked = c[c.p_holm < alpha]
-        text += (f" With each method at its setting chosen on the validation split: {_span(c, unit)}; "
+        text += (f" With each method at its setting chosen on the validation split (exploratory: a family "
+                 f"added after interim results): {_span(c, unit)}; "
                  f"{len(picked)} of {len(c)} resolved.")
     return text + (f" What this cannot say: anything beyond {about or 'this setting'}; a difference smaller than "
                    f"those half-widths; or, where a comparison is not resolved, that the two methods are equal.")
@@ -199,3 +201,34 @@ def precision_effect(fp32_runs: pd.DataFrame, bf16_runs: pd.DataFrame, metric: s
     if not table.empty:
         table['p_holm'] = table.groupby('family').p.transform(holm)
     return table
+
+# %% ../nbs/09b_stats.ipynb #1334c5eb
+def _differences(runs: pd.DataFrame, c: Comparison, metric: str) -> pd.Series:
+    wide = runs.pivot_table(index='seed', columns='config', values=metric, observed=True)
+    if not {c.config, c.baseline} <= set(wide.columns):
+        return pd.Series(dtype=float)
+    return (wide[c.config] - wide[c.baseline]).dropna()
+
+def growth_table(studies: dict[str, pd.DataFrame], comparisons, metric: str = 'top1_last') -> pd.DataFrame:
+    """Two studies' runs (`{label: runs}`, the smaller class count first) on the `comparisons` both have: each
+    study's paired difference (mean, 95% interval, seeds), and the second's minus the first's with Welch's 95% interval,
+    p, and `p_holm` over the rows."""
+    (few, few_runs), (many, many_runs) = studies.items()
+    rows = []
+    for c in comparisons:
+        d_few, d_many = _differences(few_runs, c, metric), _differences(many_runs, c, metric)
+        if len(d_few) < 2 or len(d_many) < 2:
+            continue
+        row = dict(comparison=f"{c.config} - {c.baseline}")
+        for label, d in ((few, d_few), (many, d_many)):
+            half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+            row |= {f'{label}: delta': d.mean(), f'{label}: ci': (d.mean() - half, d.mean() + half),
+                    f'{label}: seeds': len(d)}
+        welch = stats.ttest_ind(d_many, d_few, equal_var=False)
+        interval = welch.confidence_interval(0.95)
+        row |= dict(growth=d_many.mean() - d_few.mean(), growth_ci=(interval.low, interval.high), p=welch.pvalue)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table['p_holm'] = holm(table.p)
+    return table.set_index('comparison') if not table.empty else table
