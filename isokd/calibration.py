@@ -20,23 +20,28 @@ __all__ = ['REDUCTIONS', 'check_pair', 'isotonic_calibrate', 'isotonic_penalty']
 _HEAD_LABELS = 4          # leading chain positions solved by brute force: mixes of up to 4 labels take the fast paths
 _BRUTE_WINDOW = 16      # window of the general solver's brute-force level
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-b
 def _head_len(C: int) -> int:
     "Chain positions read by `topk` on the CPU fast path (`k * 64 <= C` takes torch's faster partial-sort branch)."
     return C // 64 if C >= 64 * 15 else 16
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-c
 def _monotone_i32(x: torch.Tensor) -> torch.Tensor:
     "int32 with the order of the float32 values `x` (-0.0 and +0.0 map to the same integer)."
     b = (x + 0.).view(torch.int32)
     return (b >> 31).bitwise_and_(0x7FFFFFFF).bitwise_xor_(b)
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-d
 def _chain_key(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     "int64 key whose descending order is (target desc, score desc): exact for float32 `t` and `w`."
     return torch.add(_monotone_i32(t), _monotone_i32(w).long(), alpha=1 << 32)
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-e
 def _key_exact(t, w) -> bool:
     "Whether `_chain_key` orders these exactly (float32 scores; targets exactly representable in float32)."
     return t.dtype == torch.float32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-f
 def _chain(t, w, exact: bool):
     "Every row's classes in chain order, (target desc, score desc): the scores in that order and the class indices."
     if exact:
@@ -46,6 +51,7 @@ def _chain(t, w, exact: bool):
         idx = order1.gather(1, w.gather(1, order1).sort(dim=1, descending=True, stable=True).indices)
     return t.gather(1, idx), idx
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-g
 @functools.lru_cache(maxsize=64)
 def _tables(U: int, K: int, dtype, device):
     "Constants of `_head_means`: the j >= k mask, 1 / (j - k + 1), and 0 / -inf."
@@ -54,6 +60,7 @@ def _tables(U: int, K: int, dtype, device):
     recip = torch.where(keep, 1 / (j - k + 1).clamp_min(1).to(dtype), 0.).to(dtype)
     return keep.to(dtype), recip, torch.where(keep, 0., -math.inf).to(dtype)
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-h
 def _head_means(y, U: int):
     """means[:, k, j] = mean(y[k..j]) for k < U, j >= k, and -inf for j < k;
     as y_k + sum(y_i - y_k) / n, so a run in order gives y_k exactly."""
@@ -63,10 +70,12 @@ def _head_means(y, U: int):
     yk = y[:, :U, None]
     return torch.addcmul(neg, (y[:, None, :] - yk).mul_(keep).cumsum_(2), recip).add_(yk)
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-i
 def _antitonic_brute(y):
     "Exact antitonic regression of short rows (O(n^2) each): q = cummin(M), M(k) = max_j mean(y[k..j])."
     return _head_means(y, y.shape[1]).amax(2).cummin(1).values
 
+# %% ../nbs/04_calibration.ipynb #e1be0973-j
 def _head_solve(t, w, y, idx, U: int):
     """The projection from the whole chain `y` (classes `idx`) and the first U positions,
     and whether each row has at most U labels."""
@@ -92,6 +101,7 @@ def _merge(L, R):
     v = torch.where(L[:, -1:] < R[:, :1], num.gather(1, pos) / den.gather(1, pos), L[:, -1:])
     return torch.cat([torch.maximum(L, v), torch.minimum(R, v)], 1)
 
+# %% ../nbs/04_calibration.ipynb #9f76c5ea-b
 def _antitonic(y):
     """Exact antitonic (non-increasing) regression of every row of `y`, any sequence:
     brute force on windows, then merge levels."""
@@ -109,6 +119,7 @@ def _antitonic(y):
 # %% ../nbs/04_calibration.ipynb #b48faedb
 def _compute_dtype(dtype): return torch.float64 if dtype == torch.float64 else torch.float32
 
+# %% ../nbs/04_calibration.ipynb #b48faedb-b
 def _solve_sorted(t, w, exact: bool):
     """Full chain sort; the head formula with K = C;
     the general solver only for rows with more than `_HEAD_LABELS` labels."""
@@ -121,6 +132,7 @@ def _solve_sorted(t, w, exact: bool):
         out[bad] = torch.empty_like(out[bad]).scatter_(1, idx[bad], _antitonic(y[bad]))
     return out
 
+# %% ../nbs/04_calibration.ipynb #b48faedb-c
 def _solve_cpu(t, w):
     "The CPU path: the chain head from `topk`, certified per row; the rows it cannot certify go to `_solve_sorted`."
     C = t.shape[1]
@@ -146,12 +158,14 @@ def _solve_cpu(t, w):
         out[bad] = _solve_sorted(t[bad], w[bad], exact)
     return out
 
+# %% ../nbs/04_calibration.ipynb #b48faedb-d
 def _solve_general(t, w):
     """The device path: sorted chain and the general solver for every row;
     no data-dependent control flow, so no host sync."""
     y, idx = _chain(t, w, _key_exact(t, w))
     return torch.empty_like(t).scatter_(1, idx, _antitonic(y))
 
+# %% ../nbs/04_calibration.ipynb #b48faedb-e
 def _calibrate(t, w, path: str):
     return {'cpu': _solve_cpu, 'sorted': lambda t, w: _solve_sorted(t, w, _key_exact(t, w)),
             'general': _solve_general}[path](t, w)
@@ -170,6 +184,7 @@ def _check_tensor(x, name: str, fix: str = "for a model that returns (logits, fe
         raise TypeError(f"{name} is a numpy array: want a torch tensor; pass torch.from_numpy({name})")
     raise TypeError(f"{name} is a {type(x).__name__}: want a torch tensor")
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-b
 def _check_scores(x, name: str):
     "Raise unless `x` is a floating-point `[B, C]` tensor with C >= 1, naming it `name`."
     _check_tensor(x, name)
@@ -181,6 +196,7 @@ def _check_scores(x, name: str):
     if not x.is_floating_point():
         raise TypeError(f"{name} has dtype {x.dtype}: want floating-point logits; pass {name}.float()")
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-c
 def check_pair(scores, target, name: str = 'scores', target_name: str = 'target'):
     """Raise `ValueError` unless `scores` and `target` (named `name` and `target_name` in the message) are two
     [B, C] arrays of one shape on one device."""
@@ -191,6 +207,7 @@ def check_pair(scores, target, name: str = 'scores', target_name: str = 'target'
         raise ValueError(f"{name} is on {scores.device} but {target_name} on {target.device}: want one device; "
                          f"pass {target_name}.to({name}.device)")
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-d
 def _check_target(target, scores, name: str = 'scores'):
     "Raise unless `target` is a floating-point `[B, C]` tensor of the shape and device of `scores` (named `name`)."
     _check_tensor(target, 'target', "pass the [B, C] class weights")
@@ -202,10 +219,12 @@ def _check_target(target, scores, name: str = 'scores'):
         raise TypeError(f"target has dtype {target.dtype}: want float class weights; pass target.float()")
     check_pair(scores, target, name, 'target')
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-e
 def _reads_free(x: torch.Tensor) -> bool:
     "Whether reading a value of `x` on the host costs nothing: on the CPU, in eager mode (not inside torch.compile)."
     return x.device.type == 'cpu' and not torch.compiler.is_compiling()
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-f
 def _require(ok: torch.Tensor, message: str, detail=None):
     """Raise `ValueError` unless the 0-dim bool tensor `ok` holds: on the CPU at once (`detail()`, if given, says
     where); on an accelerator and inside `torch.compile` asynchronously, `torch._assert_async`, with no host sync and
@@ -215,11 +234,13 @@ def _require(ok: torch.Tensor, message: str, detail=None):
     elif not ok:
         raise ValueError(message + (detail() if detail else ''))
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-g
 def _where_bad(bad: torch.Tensor, x: torch.Tensor) -> str:
     "The first True entry of `bad` (a CPU tensor), as ' (row r, class c: value v)'."
     pos = bad.nonzero()[0].tolist()
     return f" (row {pos[0]}, class {pos[1]}: {x[tuple(pos)].item()})" if len(pos) == 2 else f" (at {pos})"
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-h
 def _check_finite(x: torch.Tensor, name: str, fix: str, neg_inf: bool = False):
     "Refuse NaN and +inf in `x` (and -inf unless `neg_inf`), naming `name`; `fix` says what to do."
     # the usual case, in one pass (reading is free on the CPU)
@@ -229,6 +250,7 @@ def _check_finite(x: torch.Tensor, name: str, fix: str, neg_inf: bool = False):
     allowed = "finite values or -inf" if neg_inf else "finite values"
     _require(~bad.any(), f"{name} has NaN or inf entries: want {allowed}; {fix}", lambda: _where_bad(bad, x))
 
+# %% ../nbs/04_calibration.ipynb #a7d3c902-i
 def _foreign(w: torch.Tensor) -> torch.Tensor:
     "The classes at each row's least target weight (the last tier of the chain): every other class is labelled."
     return w == w.amin(1, keepdim=True)
@@ -240,6 +262,7 @@ def _masked(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     neg = t == -math.inf
     return neg | (w < torch.where(neg, w, -math.inf).amax(1, keepdim=True))
 
+# %% ../nbs/04_calibration.ipynb #a7d3c904-b
 def isotonic_calibrate(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The exact L2 projection of `scores` onto the order of `target`, row by row.
 
@@ -292,6 +315,7 @@ def isotonic_calibrate(scores: torch.Tensor, target: torch.Tensor) -> torch.Tens
 # torch's reductions of a per-row loss, which every loss of isokd takes
 REDUCTIONS = ('mean', 'sum', 'none')
 
+# %% ../nbs/04_calibration.ipynb #9594a820-b
 def isotonic_penalty(student_logits: torch.Tensor, target: torch.Tensor, reduction: str = 'mean') -> torch.Tensor:
     """KD-p's order penalty P(z) on the student's probabilities.
 

@@ -40,6 +40,7 @@ def max_negatives(labels: torch.Tensor) -> int:
     counts = torch.bincount(torch.as_tensor(labels).cpu())
     return len(labels) - int(counts.max())
 
+# %% ../nbs/06_crd.ipynb #f46081e6-b
 def check_nce_n(nce_n: int, labels: torch.Tensor, where: str = 'this training set') -> int:
     "Raise `ValueError` unless every sample of `labels` can draw `nce_n` negatives from other classes."
     check_int('nce_n', nce_n)
@@ -58,6 +59,7 @@ def _gather(t: torch.Tensor) -> torch.Tensor:
     dist.all_gather(out, t.contiguous())
     return torch.cat(out)
 
+# %% ../nbs/06_crd.ipynb #51d24848-b
 def check_labels(labels) -> torch.Tensor:
     "`labels` as a `[N]` int64 tensor of class indices >= 0, or a `ValueError`/`TypeError` that says what to pass."
     if isinstance(labels, (list, tuple)) and not (labels and torch.is_tensor(labels[0])):
@@ -74,6 +76,7 @@ def check_labels(labels) -> torch.Tensor:
                          f"indices >= 0")
     return labels.long()
 
+# %% ../nbs/06_crd.ipynb #51d24848-c
 class ContrastMemory(nn.Module):
     """Momentum memory banks of student and teacher embeddings, keyed by dataset index,
     with class-aware negative sampling."""
@@ -159,6 +162,7 @@ def check_crd_params(feat_dim, nce_n, nce_t, nce_m, beta=0.):
     check_range('nce_t', nce_t, 0, lo_open=True)
     check_range('nce_m', nce_m, 0, 1)
 
+# %% ../nbs/06_crd.ipynb #de3b2a63-b
 class CRDLoss(nn.Module):
     """CRD between student features `f_s` and teacher features `f_t` of the samples `index` (RepDistiller's `CRDLoss`).
 

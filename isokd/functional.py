@@ -45,6 +45,7 @@ def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
 # %% ../nbs/04a_functional.ipynb #2762fe08
 TEMPERATURE, ALPHA, RHO = 4.5, 0.95, 2.0
 
+# %% ../nbs/04a_functional.ipynb #2762fe08-b
 class Method(NamedTuple):
     "One method of the family: every name it has, and what its loss adds to KD-aug's."
     # `KDLoss`'s method
@@ -65,10 +66,12 @@ class Method(NamedTuple):
     # whether it is one of the README's methods (KD-aug, KD-i, KD-p)
     readme: bool = False
 
+# %% ../nbs/04a_functional.ipynb #2762fe08-c
 def raw_teacher(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     "The teacher's logits as they are: the order term of KD-id, KD-i's weight control."
     return teacher_logits
 
+# %% ../nbs/04a_functional.ipynb #2762fe08-d
 # the one table of the method family: a new method is a new row
 METHOD_TABLE = (Method('kd', 'KD-aug', 'none', '', readme=True),
                 Method('kd-i', 'KD-i', 'isotonic', '-i', 'iso', isotonic_calibrate, 'IR(t)', readme=True),
@@ -78,6 +81,7 @@ METHOD = {m.key: m for m in METHOD_TABLE}
 METHODS = tuple(METHOD)
 ISOTONIC_MODES = ('add', 'replace')
 
+# %% ../nbs/04a_functional.ipynb #2762fe08-e
 def check_kd_params(temperature, alpha, rho, isotonic_mode, rho_name: str = 'rho'):
     "Raise `ValueError` naming the first invalid KD parameter (`rho_name`: what the caller calls rho)."
     check_range('temperature', temperature, 0, lo_open=True)
@@ -93,6 +97,7 @@ class LossOutput(NamedTuple):
     # KD-i's IR(t), which the teacher's order statistics reuse rather than compute again; else None
     calibrated: torch.Tensor | None = None
 
+# %% ../nbs/04a_functional.ipynb #da6895bb-b
 def _soft_target(target, logits: torch.Tensor, method: str) -> torch.Tensor:
     "The `[B, C]` float target: integer labels `[B]` become one-hot rows (a clean batch), for `method='kd'` only."
     _check_tensor(target, 'target', "pass the [B, C] class weights")
@@ -112,6 +117,7 @@ def _soft_target(target, logits: torch.Tensor, method: str) -> torch.Tensor:
                                                                           target[:, None]))
     return F.one_hot(target, C).to(logits.dtype)
 
+# %% ../nbs/04a_functional.ipynb #da6895bb-c
 def check_kd_inputs(student_logits, teacher_logits, target, atol: float | None = None):
     """Raise `ValueError` unless the logits are finite `[B, C]` tensors (the teacher's may be `-inf`, a masked class)
     and `target` a distribution over the C classes: weights >= 0 whose rows sum to 1 within `atol` (default: 1e-3 or
@@ -159,6 +165,7 @@ _REDUCTION = """reduction : str
         dtype's resolution; read at once on the CPU, queued with `torch._assert_async` on an accelerator and inside
         `torch.compile`. The shape, dtype and device checks cost nothing and always run."""
 
+# %% ../nbs/04a_functional.ipynb #f2cca35a-b
 def _documented(f):
     "`f` with its docstring's {parameters}, {rho}, {mode} and {reduction} filled in."
     # python -OO strips docstrings
@@ -166,10 +173,12 @@ def _documented(f):
         f.__doc__ = f.__doc__.format(parameters=_PARAMETERS, rho=_RHO, mode=_MODE, reduction=_REDUCTION)
     return f
 
+# %% ../nbs/04a_functional.ipynb #f2cca35a-c
 def _zeros(z: torch.Tensor, reduction: str) -> torch.Tensor:
     "The zero loss of an empty batch, shaped by `reduction`, with a (zero) gradient to `z`."
     return z.sum(1) * 0. if reduction == 'none' else z.sum() * 0.
 
+# %% ../nbs/04a_functional.ipynb #f2cca35a-d
 @_documented
 def kd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, method: str = 'kd',
              temperature: float = TEMPERATURE, alpha: float = ALPHA, rho: float = RHO, isotonic_mode: str = 'add',
@@ -243,6 +252,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: 
     return kd_terms(student_logits, teacher_logits, target, 'kd', temperature, alpha, 0., 'add', reduction,
                     check_inputs).loss
 
+# %% ../nbs/04a_functional.ipynb #7305d909-b
 @_documented
 def kd_i_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
               temperature: float = TEMPERATURE, alpha: float = ALPHA, rho: float = RHO, isotonic_mode: str = 'add',
@@ -265,6 +275,7 @@ def kd_i_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
     return kd_terms(student_logits, teacher_logits, target, 'kd-i', temperature, alpha, rho, isotonic_mode,
                     reduction, check_inputs).loss
 
+# %% ../nbs/04a_functional.ipynb #7305d909-c
 @_documented
 def kd_p_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
               temperature: float = TEMPERATURE, alpha: float = ALPHA, rho: float = RHO, reduction: str = 'mean',
@@ -286,6 +297,7 @@ def kd_p_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
     return kd_terms(student_logits, teacher_logits, target, 'kd-p', temperature, alpha, rho, 'add', reduction,
                     check_inputs).loss
 
+# %% ../nbs/04a_functional.ipynb #7305d909-d
 @_documented
 def kd_id_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
                temperature: float = TEMPERATURE, alpha: float = ALPHA, rho: float = RHO, isotonic_mode: str = 'add',

@@ -84,6 +84,7 @@ class StepOutput(NamedTuple):
     # name -> weighted scalar loss; the step minimises their sum
     losses: dict
 
+# %% ../nbs/05_kd.ipynb #4e1de0d2-b
 class CE(nn.Module):
     "Plain training with the (possibly mixed) hard target: how teachers are trained."
     def __init__(self, student: nn.Module):
