@@ -21,9 +21,10 @@ from .runs import run
 # %% auto #0
 __all__ = ['torchrun_world_size', 'parse_value', 'parse_args', 'main']
 
-# %% ../nbs/13_launch.ipynb #95394681
+# %% ../nbs/13_launch.ipynb #c1cb13df
 def torchrun_world_size() -> int: return int(os.environ.get('WORLD_SIZE', 1))   # what torchrun tells its processes
 
+# %% ../nbs/13_launch.ipynb #e275baae
 def parse_value(v: str):
     """A parameter's value from the command line, as papermill reads `-p`:
     None, a bool, an int, a float, else the string."""
@@ -36,6 +37,7 @@ def parse_value(v: str):
             pass
     return v
 
+# %% ../nbs/13_launch.ipynb #83824bf8
 def parse_args(argv=None):
     """The kind of run and its configuration, checked: an unknown or bad parameter fails here, before any process group
     (one that must fit the data, such as CRD's `nce_n`, fails on every rank alike when `run` has loaded it)."""

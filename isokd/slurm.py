@@ -51,12 +51,14 @@ def check_slurm():
     if ' is UP' not in answer:
         raise RuntimeError(f"Slurm's controller does not answer: `scontrol ping` says {answer or 'nothing'!r}")
 
-# %% ../nbs/14_slurm.ipynb #a8b87de2
+# %% ../nbs/14_slurm.ipynb #13905bc2
 DEFAULT_TIME = '24:00:00'
 # requeues of one run (time limits and preemptions together) before its job fails
 DEFAULT_MAX_REQUEUES = 8
 _TIME_LIMIT = re.compile(r'(\d+):([0-5]\d):([0-5]\d)')
 _SBATCH_KEY = re.compile(r'[a-z][a-z0-9-]*')
+
+# %% ../nbs/14_slurm.ipynb #ac1d75f7
 # sbatch options that isokd sets itself, and how to set them instead
 OWN_SBATCH_OPTIONS = {
     'partition': 'use --partition', 'time': 'use --time', 'gpus-per-node': 'use --gpus-per-run',
@@ -68,6 +70,7 @@ OWN_SBATCH_OPTIONS = {
     'no-requeue': 'a run requeues itself at its time limit and at preemption (bounded by --max-requeues)',
 }
 
+# %% ../nbs/14_slurm.ipynb #f3a71d52
 def time_limit_minutes(time: str) -> int:
     "The minutes (rounded up) of a time limit given as HH:MM:SS, the hours free to pass 24; else a `ValueError`."
     match = _TIME_LIMIT.fullmatch(str(time).strip())
@@ -77,6 +80,7 @@ def time_limit_minutes(time: str) -> int:
                          "e.g. 24:00:00 (hours may pass 24: 72:00:00)")
     return math.ceil(seconds / 60)
 
+# %% ../nbs/14_slurm.ipynb #b8c98b7a
 def sbatch_options(pairs) -> dict:
     "Extra sbatch options from `key=value` strings (or a dict): `account=proj`, `qos=high`, `mem=32G`..."
     if isinstance(pairs, dict):
@@ -93,6 +97,7 @@ def sbatch_options(pairs) -> dict:
         options[key] = value.strip()
     return options
 
+# %% ../nbs/14_slurm.ipynb #20d471f3
 def check_options(partition=None, gpus_per_run=0, cpus_per_run=1, time=DEFAULT_TIME, slurm_args=None,
                   max_requeues=DEFAULT_MAX_REQUEUES) -> dict:
     "The options of a submission, checked (a `ValueError` names the bad one), with the time limit in minutes."
@@ -106,17 +111,19 @@ def check_options(partition=None, gpus_per_run=0, cpus_per_run=1, time=DEFAULT_T
                 time_minutes=time_limit_minutes(time), slurm_args=sbatch_options(slurm_args),
                 max_requeues=max_requeues)
 
-# %% ../nbs/14_slurm.ipynb #d7663f9f
+# %% ../nbs/14_slurm.ipynb #a79c29e0
 # how long before its time limit Slurm signals a job (USR2), for it to requeue itself; Slurm looks at time limits about
 # every 30 s, so the signal may come up to that much earlier
 SIGNAL_DELAY_S = 60
 # how long a job whose run Slurm's SIGTERM ended waits for the SIGKILL that follows it (Slurm's KillWait, 30 s usually)
 KILL_WAIT_S = 300
 
+# %% ../nbs/14_slurm.ipynb #71bd2e04
 def restart_count() -> int:
     "How many times Slurm has requeued the job this process runs in (`SLURM_RESTART_COUNT`; 0 outside Slurm)."
     return int(os.environ.get('SLURM_RESTART_COUNT') or 0)
 
+# %% ../nbs/14_slurm.ipynb #27ed91ef
 class SlurmRun(submitit.helpers.Checkpointable):
     """What one Slurm job executes: `job`'s run (papermill, or torchrun over several GPUs); a failed run fails the job.
     Slurm's signal before the time limit or at a preemption requeues the job (submitit calls `checkpoint`), which keeps
@@ -169,11 +176,12 @@ class SlurmRun(submitit.helpers.Checkpointable):
                 f"{self.job.run_config().epochs} (checkpoint in {self.job.folder}); submit the study again to resume "
                 "it, with a longer --time or a higher --max-requeues")
 
-# %% ../nbs/14_slurm.ipynb #3439c7e3
+# %% ../nbs/14_slurm.ipynb #79778d76
 def jobs_to_submit(jobs: list[Job]) -> list[Job]:
     "The jobs the plan does not skip (`Job.action`: run, resume, retrain), teachers first."
     return sorted((job for job in jobs if job.action != 'skip'), key=lambda job: job.kind != 'teacher')
 
+# %% ../nbs/14_slurm.ipynb #7df2fa78
 def job_record(job: Job, log_folder=None, job_id: str | None = None, after: str | None = None,
                teacher: str | None = None) -> dict:
     "What `slurm.json` keeps of a job: its run, and once submitted its Slurm job id, dependency, log and result files."
@@ -184,12 +192,13 @@ def job_record(job: Job, log_folder=None, job_id: str | None = None, after: str 
                 after=after, teacher=teacher, log=log, result=result,
                 overwrite=bool(job.params.get('overwrite', False)))
 
-# %% ../nbs/14_slurm.ipynb #4e381354
+# %% ../nbs/14_slurm.ipynb #c856e273
 # the states in which a Slurm job has ended, and those in which it is running
 SLURM_FINAL_STATES = {'COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL', 'PREEMPTED',
                       'BOOT_FAIL', 'DEADLINE', 'SPECIAL_EXIT', 'REVOKED'}
 _SLURM_RUNNING = {'RUNNING', 'COMPLETING', 'CONFIGURING', 'STAGE_OUT', 'SIGNALING'}
 
+# %% ../nbs/14_slurm.ipynb #7a104fe9
 def queue_states(job_ids) -> dict | None:
     """Slurm's view of the `job_ids` it still knows: id -> (state, reason, requeues); None where `squeue` does not
     answer."""
@@ -213,10 +222,12 @@ def queue_states(job_ids) -> dict | None:
         states[job_id.strip()] = (state.strip(), reason.strip(), int(requeues.strip() or 0))
     return states
 
+# %% ../nbs/14_slurm.ipynb #b7e70721
 def record_path(study_folder) -> Path:
     "Where a submission into `study_folder` is recorded."
     return resolve_path(study_folder)/'slurm.json'
 
+# %% ../nbs/14_slurm.ipynb #5ff2b460
 def check_no_live_submission(study_folder):
     "Raise `RuntimeError` if jobs of an earlier submission into `study_folder` are still pending or running in Slurm."
     path = record_path(study_folder)
@@ -237,7 +248,7 @@ def check_no_live_submission(study_folder):
                            f"follow them with `python -m isokd.slurm {path.parent} --wait`, or cancel them with "
                            f"`scancel {job_ids}`, before submitting again")
 
-# %% ../nbs/14_slurm.ipynb #c84e16cc
+# %% ../nbs/14_slurm.ipynb #68aa50a0
 def check_partition(partition: str | None):
     "Raise `ValueError` unless every partition named in `partition` exists (sinfo lists it)."
     if partition is None:
@@ -250,6 +261,7 @@ def check_partition(partition: str | None):
         raise ValueError(f"--partition {partition!r}: no partition {', '.join(map(repr, unknown))} here; "
                          f"sinfo lists: {', '.join(sorted(known)) or 'none'}")
 
+# %% ../nbs/14_slurm.ipynb #e92bd9d7
 def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: int = 0, cpus_per_run: int = 1,
                  time: str = DEFAULT_TIME, slurm_args=None, log_dir=None, max_requeues: int = DEFAULT_MAX_REQUEUES,
                  signal_delay_s: int = SIGNAL_DELAY_S) -> list[dict]:
@@ -311,7 +323,7 @@ def submit_study(jobs: list[Job], partition: str | None = None, gpus_per_run: in
     atomic_write_json(record_path(study_folder), submission | dict(jobs=[records[job.name] for job in jobs]))
     return submitted
 
-# %% ../nbs/14_slurm.ipynb #b1673704
+# %% ../nbs/14_slurm.ipynb #24a3f636
 def read_result(path) -> tuple | None:
     "submitit's result of a job: ('success', the run's outcome) or ('error', the traceback); None while it has none."
     if not path or not Path(path).is_file():
@@ -323,12 +335,14 @@ def read_result(path) -> tuple | None:
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
         return ('unreadable', f"{type(error).__name__}: {error}")
 
+# %% ../nbs/14_slurm.ipynb #d304c2be
 def log_error(log) -> str:
     "The last error line of a Slurm job's log, or why there is none."
     if not log or not Path(log).is_file():
         return 'no log: the job never started'
     return last_error_line(Path(log).read_text(errors='replace'))[:300]
 
+# %% ../nbs/14_slurm.ipynb #40506ca7
 def job_status(record: dict, queue: dict | None, teacher: dict | None = None) -> dict:
     "The state of one recorded job (see `slurm_status`), given Slurm's queue and its teacher's state."
     status = dict(name=record['name'], job_id=record['job_id'], log=record['log'], folder=record['folder'])
@@ -366,7 +380,7 @@ def job_status(record: dict, queue: dict | None, teacher: dict | None = None) ->
         return status | dict(state='failed', detail=f"ended without a result: {log_error(record['log'])}")
     return status | dict(state='unknown', detail="no result yet, and squeue does not answer here: ask on the cluster")
 
-# %% ../nbs/14_slurm.ipynb #32c76ef1
+# %% ../nbs/14_slurm.ipynb #1c00dbe0
 def slurm_status(study_folder) -> list[dict]:
     "What became of each job of the submission recorded in `<study_folder>/slurm.json` (see above)."
     path = record_path(study_folder)
@@ -381,12 +395,14 @@ def slurm_status(study_folder) -> list[dict]:
         statuses[record['name']] = job_status(record, queue, statuses.get(record.get('teacher')))
     return [statuses[record['name']] for record in records]
 
+# %% ../nbs/14_slurm.ipynb #40278a20
 def status_line(status: dict) -> str:
     "One line of a job's state; a failed job's names its Slurm log."
     slurm_job = f"job {status['job_id']}" if status['job_id'] else 'no job'
     line = f"{status['name']:<20} {status['state']:<9} {slurm_job:<11} {status['detail']}"
     return line + (f" (Slurm log: {status['log']})" if status['state'] == 'failed' else '')
 
+# %% ../nbs/14_slurm.ipynb #5c4793ea
 def counts_line(statuses: list[dict]) -> str:
     "How many runs are finished (skipped ones included: finished before), and which are not."
     finished = sum(status['state'] in SUCCEEDED for status in statuses)
@@ -414,7 +430,7 @@ def wait_study(study_folder, poll_s: float = 30, timeout_s: float | None = None,
                                f"{counts_line(statuses)}")
         sleep(poll_s)
 
-# %% ../nbs/14_slurm.ipynb #7252cbad
+# %% ../nbs/14_slurm.ipynb #94579773
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the executor's options to a command line: --executor, --partition, --gpus-per-run, --time, --max-requeues,
     --slurm-arg."""
@@ -436,6 +452,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                             '--slurm-arg mem=32G')
     return parser
 
+# %% ../nbs/14_slurm.ipynb #6762ae74
 def slurm_options(args: argparse.Namespace) -> dict:
     "The `submit_study` options of a parsed command line, checked; Slurm options with --executor local are an error."
     given = {'--partition': args.partition, '--gpus-per-run': args.gpus_per_run, '--time': args.time,
@@ -458,6 +475,7 @@ def slurm_options(args: argparse.Namespace) -> dict:
     check_options(**options)
     return options
 
+# %% ../nbs/14_slurm.ipynb #3e8eb6e8
 def run_slurm(args: argparse.Namespace, jobs: list[Job]) -> int:
     "The study's command line with --executor slurm: submit `jobs`, say how to follow them; return the exit status."
     options = slurm_options(args)
@@ -468,6 +486,7 @@ def run_slurm(args: argparse.Namespace, jobs: list[Job]) -> int:
     print(f"{len(submitted)} run(s) submitted; follow them: python -m isokd.slurm {study_folder} --wait", flush=True)
     return 0
 
+# %% ../nbs/14_slurm.ipynb #6698f0e9
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m isokd.slurm', description='Follow a study submitted to Slurm.')
     parser.add_argument('study_folder', help='the study folder, <root>/<scale> (e.g. runs/paper), holding slurm.json')
