@@ -34,6 +34,7 @@ _NOT_IDENTITY = ('device', 'out_dir', 'overwrite', 'data_root', 'train_teacher_i
 # parameters added after runs were recorded: left out of the identity at None, so that those runs keep theirs
 _IDENTITY_IF_SET = ('image_size',)
 
+# %% ../nbs/07_config.ipynb #6e002d15
 def as_teacher(identity: dict) -> dict:
     """A teacher run's `identity` as its students match it: without the precision it trained in (a student records
     the teacher's weights by sha256, and a committed bf16 teacher serves students on a CPU that runs float32)."""
@@ -150,6 +151,7 @@ class TeacherConfig:
 # (`04a_functional`)
 CALIBRATIONS = {m.calibration: m for m in METHOD_TABLE}
 
+# %% ../nbs/07_config.ipynb #75316c57
 @dataclass
 class KDConfig(TeacherConfig):
     "A distillation run: KD, KD-aug, KD-i or KD-p, chosen by `mixup` and `calibration`."
@@ -274,6 +276,7 @@ def _injected_names(namespace: dict) -> list[str]:
             names += [target.id for target in targets if isinstance(target, ast.Name)]
     return names
 
+# %% ../nbs/07_config.ipynb #0aed8f99
 def check_names(cls, names) -> list[str]:
     "Raise `ValueError` listing the valid names unless every one of `names` is a parameter of a `cls` run."
     fields = [f.name for f in dataclasses.fields(cls)]
@@ -284,6 +287,7 @@ def check_names(cls, names) -> list[str]:
                          + (f" ({'; '.join(hints)})" if hints else '') + f"; valid names: {', '.join(fields)}")
     return fields
 
+# %% ../nbs/07_config.ipynb #82dfda80
 def from_notebook(cls, namespace: dict):
     """The `cls` configuration of a run notebook's parameters (its globals); an unknown parameter name or a bad value is
     a `ValueError` raised here, without the frames of the checks, and its message ends what papermill prints."""
@@ -293,4 +297,5 @@ def from_notebook(cls, namespace: dict):
     except ValueError as e:
         raise ValueError(str(e)) from None
 
+# %% ../nbs/07_config.ipynb #08ae13b4
 RUN_KINDS = {'teacher': TeacherConfig, 'kd': KDConfig, 'crd': CRDConfig}

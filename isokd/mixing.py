@@ -15,10 +15,12 @@ __all__ = ['MIXUPS', 'one_hot', 'Mixer']
 # %% ../nbs/03_mixing.ipynb #c12fb7a3
 MIXUPS = ('none', 'mixup', 'cutmix')
 
+# %% ../nbs/03_mixing.ipynb #022cb871
 def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
     "Float one-hot rows of the labels `y` (a scatter: no check of the label values, so no device sync)."
     return torch.zeros(len(y), num_classes, dtype=dtype, device=y.device).scatter_(1, y[:, None], 1.0)
 
+# %% ../nbs/03_mixing.ipynb #fc95989c
 class Mixer:
     """Mix a batch: `mixer(x, y) -> (mixed images, soft target [B, num_classes])`;
     `'none'` returns `x` and one-hot targets."""

@@ -29,9 +29,11 @@ def _tier_rows(w: np.ndarray):
     vals = np.concatenate([np.ones(len(up)), -np.ones(len(up)), np.ones(len(dn)), -np.ones(len(dn))])
     return rows, cols, vals, len(up) + len(dn), m - 1
 
+# %% ../nbs/04c_reference.ipynb #b3c6479f
 _SOLVER_OPTS = {'OSQP': dict(eps_abs=1e-10, eps_rel=1e-10, polishing=True, max_iter=200_000),
                 'CLARABEL': dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=400)}
 
+# %% ../nbs/04c_reference.ipynb #8f7508d6
 def isotonic_reference(scores, target, solver: str = 'auto', rows_per_problem: int = 1, **solver_opts):
     """The projection of `isotonic_calibrate` as a cvxpy QP (the test oracle): numpy in and out (float64), or tensors
     in the dtype and device of `scores`.

@@ -29,10 +29,12 @@ def history_frame(metrics: dict) -> pd.DataFrame:
     "One row per epoch: the scalar fields of the run's history."
     return pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, dict)} for r in metrics['history']])
 
+# %% ../nbs/10_report.ipynb #981a0599
 def _percent(metrics: dict, key: str) -> float:
     "A fraction of the metrics in %, NaN where the run has none (no validation split, say)."
     return 100 * metrics[key] if metrics.get(key) is not None else np.nan
 
+# %% ../nbs/10_report.ipynb #e27eb8c8
 def summary(metrics: dict) -> pd.DataFrame:
     "The run's final numbers as a one-row table (accuracies in %)."
     p = metrics['params']
@@ -47,6 +49,7 @@ def summary(metrics: dict) -> pd.DataFrame:
     # a column the run has no number for (no best test epoch with a validation split, say) is left out
     return pd.DataFrame([row]).dropna(axis=1).round(2)
 
+# %% ../nbs/10_report.ipynb #952626d2
 def order_table(metrics: dict) -> pd.DataFrame | None:
     "The teacher's order statistics per epoch, before and after calibration (None for teacher runs)."
     rows = [dict(epoch=r['epoch'], stage=stage, **s) for r in metrics['history'] if 'teacher_order' in r
@@ -65,6 +68,7 @@ def loss_frame(metrics: dict) -> pd.DataFrame:
             rows += [dict(epoch=r['epoch'], loss=name, value=value) for name, value in terms.items()]
     return pd.DataFrame(rows)
 
+# %% ../nbs/10_report.ipynb #29f371bf
 def plot_history(metrics: dict):
     "Test top-1 and the training loss per epoch, with the loss's named terms (ce, kd, iso or penalty, crd)."
     h, losses = history_frame(metrics), loss_frame(metrics)
@@ -90,6 +94,7 @@ def plot_history(metrics: dict):
 # %% ../nbs/10_report.ipynb #2ed67f82
 def _config_order(): return list(CONFIGS)
 
+# %% ../nbs/10_report.ipynb #156b1f61
 def _finished_runs(folder):
     """`(fields naming the run, metrics)` of every finished run of a study folder.
 
@@ -103,11 +108,13 @@ def _finished_runs(folder):
             yield dict(config=f.parent.parent.name, method=m['method'], kind=p['kind'], mixup=p.get('mixup', 'none'),
                        seed=p['seed']), m
 
+# %% ../nbs/10_report.ipynb #0e42b26a
 def overconfidence(bins) -> float:
     "Mean top-1 confidence minus accuracy (points of %) from an evaluation's per-bin sums (count, confidence, correct)."
     count, confidence, correct = (np.asarray(row, dtype=float) for row in bins)
     return 100 * (confidence.sum() - correct.sum()) / count.sum()
 
+# %% ../nbs/10_report.ipynb #50d1e0cd
 def _extras(m: dict) -> dict:
     "A run's over-confidence, its temperature-scaled calibration when measured (`posthoc`), and its provenance."
     bins = next((r['test_bins'] for r in reversed(m['history']) if 'test_bins' in r), None)
@@ -119,6 +126,7 @@ def _extras(m: dict) -> dict:
                 **{k: v.get(k) for k in ('git_commit', 'git_dirty', 'source_sha256', 'dirty_allowed', 'cpu')},
                 precision=run_precision(m), model_sha256=m.get('model_sha256'))
 
+# %% ../nbs/10_report.ipynb #800e3f39
 def study_runs(folder) -> pd.DataFrame:
     """One row per finished run of a study folder, accuracies in %: the last epoch's test numbers (top-1, top-5, NLL,
     ECE), the best epoch's (on the test set when it was evaluated every epoch, else NaN) and the validation split's."""
@@ -139,11 +147,13 @@ def study_runs(folder) -> pd.DataFrame:
     df['config'] = pd.Categorical(df.config, order, ordered=True)
     return df.sort_values(['config', 'seed']).reset_index(drop=True)
 
+# %% ../nbs/10_report.ipynb #1c6ef3b2
 def _pm(x: pd.Series) -> str:
     if x.isna().all():
         return ''
     return f"{x.mean():.2f} ± {x.std(ddof=1):.2f}" if len(x) > 1 else f"{x.mean():.2f}"
 
+# %% ../nbs/10_report.ipynb #5328e68a
 def results_table(runs: pd.DataFrame,
                   columns=('top1_last', 'top1_best', 'top5_last', 'val_best', 'nll_last', 'ece_last')) -> pd.DataFrame:
     "Per configuration: the method, the number of seeds, and mean ± std over seeds of each of `columns` there is."
@@ -178,6 +188,7 @@ def _teacher_places(m: dict) -> list[Path]:
         places.append(resolve_path(teacher_path))
     return places
 
+# %% ../nbs/10_report.ipynb #e00f620d
 def _finished_teacher(place: Path, sha256: str | None) -> dict | None:
     "The metrics of the finished teacher run in `place` whose weights have `sha256` (any, when None), else None."
     f = place/'metrics.json'
@@ -186,6 +197,7 @@ def _finished_teacher(place: Path, sha256: str | None) -> dict | None:
     m = json.loads(f.read_text())
     return m if m.get('finished') and sha256 in (None, m.get('model_sha256')) else None
 
+# %% ../nbs/10_report.ipynb #f3632e1d
 def study_teachers(folder) -> dict[Path, dict]:
     """The finished teacher runs a study's students distilled from (folder -> metrics), found from what each student
     recorded and checked by the weights' sha256; with no student, the study's own `teacher/seed<k>` runs."""
@@ -205,6 +217,7 @@ def study_teachers(folder) -> dict[Path, dict]:
                 found[f.parent.resolve()] = t
     return dict(sorted(found.items(), key=lambda kv: (kv[1]['params']['seed'], str(kv[0]))))
 
+# %% ../nbs/10_report.ipynb #fa94f423
 def teacher_order_frame(folder) -> pd.DataFrame:
     """The order statistics of the teachers a study's students distilled from (`study_teachers`).
 
@@ -216,6 +229,7 @@ def teacher_order_frame(folder) -> pd.DataFrame:
                 rows.append(dict(teacher=str(place), seed=m['params']['seed'], samples=samples, stage=stage, **s))
     return pd.DataFrame(rows)
 
+# %% ../nbs/10_report.ipynb #46488211
 def plot_teacher_order(order: pd.DataFrame):
     "How far the teacher's scores follow the mixed label's order, before and after isotonic calibration."
     names = {'kendall_tau': "Kendall's tau with the label's order", 'violation_rate': 'samples with a violation (%)',
@@ -242,6 +256,7 @@ def study_history(folder) -> pd.DataFrame:
                          for run, m in _finished_runs(folder) for r in m['history']
                          if 'val_acc' in r or 'test_acc' in r])
 
+# %% ../nbs/10_report.ipynb #987d8779
 def plateau(curve: pd.Series) -> tuple[float, float]:
     "Of a per-epoch accuracy curve: best minus last, and the gain over its last quarter of epochs (NaN when empty)."
     if not len(curve):
@@ -249,6 +264,7 @@ def plateau(curve: pd.Series) -> tuple[float, float]:
     quarter = curve.iloc[-max(1, len(curve) // 4) - 1:]
     return curve.max() - curve.iloc[-1], quarter.iloc[-1] - quarter.iloc[0]
 
+# %% ../nbs/10_report.ipynb #eff3523d
 def _paired_gain(runs: pd.DataFrame, config: str, baseline: str) -> tuple[float, int]:
     "Mean top-1 (last epoch) of `config` minus `baseline` over the seeds both have, and how many seeds that is."
     wide = runs.pivot_table(index='seed', columns='config', values='top1_last', observed=True)
@@ -257,6 +273,7 @@ def _paired_gain(runs: pd.DataFrame, config: str, baseline: str) -> tuple[float,
     d = (wide[config] - wide[baseline]).dropna()
     return (d.mean() if len(d) else np.nan), len(d)
 
+# %% ../nbs/10_report.ipynb #8d986ed9
 def regime_checks(runs: pd.DataFrame, hist: pd.DataFrame, teacher_min: float = 91.0,
                   teacher_top1: float | None = None) -> pd.DataFrame:
     """The three conditions of a study in the paper's regime: a strong teacher (top-1 >= `teacher_min`: `teacher_top1`,
@@ -278,6 +295,7 @@ def regime_checks(runs: pd.DataFrame, hist: pd.DataFrame, teacher_min: float = 9
         rows.append(dict(condition=f'{mixed} - kd (points, paired over {seeds}) >= 0', value=gain, holds=gain >= 0))
     return pd.DataFrame(rows).set_index('condition').round(3)
 
+# %% ../nbs/10_report.ipynb #df3720e7
 def plot_curves(hist: pd.DataFrame):
     "Top-1 per epoch of every student configuration (mean over seeds), one panel per distiller and mixing (or None)."
     s = hist[hist.kind != 'teacher'] if len(hist) else hist
@@ -308,6 +326,7 @@ def reliability_frame(folder, configs=('kd', 'kd-mixup', 'kd-mixup-i', 'kd-mixup
     df = df[df['count'] > 0]
     return df.assign(confidence=df.confidence / df['count'], accuracy=df.correct / df['count'])
 
+# %% ../nbs/10_report.ipynb #a61ed2ff
 def plot_reliability(rel: pd.DataFrame):
     "Reliability diagram: test accuracy against confidence per bin, one line per configuration, each bin's images."
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -329,9 +348,11 @@ def _inside(value: float, interval: dict) -> bool | None:
         return None
     return bool(interval['low'] <= value <= interval['high'])
 
+# %% ../nbs/10_report.ipynb #e6a5df2e
 def _study(study) -> pd.DataFrame:
     return study if isinstance(study, pd.DataFrame) else study_runs(study)
 
+# %% ../nbs/10_report.ipynb #28920f0b
 def reproduction_table(new, committed, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """A new run of a study's `seed` (`make run`) against a committed study (each a folder or a `study_runs` frame),
     per configuration both have: the new last-epoch test top-1, the committed run of that seed and the difference,
@@ -354,6 +375,7 @@ def reproduction_table(new, committed, seed: int = 0, level: float = 0.95) -> pd
                          inside=_inside(value, interval), same_weights=same_weights))
     return pd.DataFrame(rows).set_index('config') if rows else pd.DataFrame()
 
+# %% ../nbs/10_report.ipynb #7a49ed17
 def delta_reproduction_table(new, committed, seed: int = 0, level: float = 0.95, comparisons=None) -> pd.DataFrame:
     """The declared comparisons (default `COMPARISONS`) of a new run of `seed` against the committed study's: the new
     paired difference (method - baseline, last-epoch test top-1 in points), the committed same seed's, and the
@@ -376,6 +398,7 @@ def delta_reproduction_table(new, committed, seed: int = 0, level: float = 0.95,
                          inside=_inside(value, interval)))
     return pd.DataFrame(rows).set_index(['family', 'comparison']) if rows else pd.DataFrame()
 
+# %% ../nbs/10_report.ipynb #4ec55538
 def side_line(runs: pd.DataFrame) -> str:
     "Where a study's runs ran: how many on which CPU (as recorded) in which precision."
     sides = pd.DataFrame(dict(cpu=runs.get('cpu', pd.Series(index=runs.index, dtype=object)),
@@ -384,6 +407,7 @@ def side_line(runs: pd.DataFrame) -> str:
     counts = sides.groupby(['cpu', 'precision']).size()
     return ', '.join(f"{n} run{'s' * (n != 1)} on {cpu} in {precision}" for (cpu, precision), n in counts.items())
 
+# %% ../nbs/10_report.ipynb #5c108d5e
 def _miss_sentence(what: str, inside, level: float) -> str:
     m = miss_probability(inside, level)
     if not m['judged']:
@@ -394,6 +418,7 @@ def _miss_sentence(what: str, inside, level: float) -> str:
             f"{m['misses']} outside where {m['expected']:.2f} are expected; at least {m['misses']} of {m['judged']} "
             f"outside has probability {m['p_at_least']:.3g} were each a fresh seed: {verdict}")
 
+# %% ../nbs/10_report.ipynb #a36f5be9
 def reproduction_lines(new, committed, seed: int = 0, level: float = 0.95, comparisons=None) -> list[str]:
     """`make run`'s comparison in words and tables: where each side ran, the configurations and the declared
     comparisons of the new `seed` against the committed seeds' prediction intervals, the count of misses, what one
@@ -460,6 +485,7 @@ def plateau_table(hist: pd.DataFrame, configs=('kd', 'kd-mixup', 'kd-cutmix')) -
             for (config, seed), g in hist[hist.config.isin(configs)].groupby(['config', 'seed'], observed=True)]
     return pd.DataFrame(rows).set_index(['config', 'seed']).round(2) if rows else pd.DataFrame()
 
+# %% ../nbs/10_report.ipynb #e97ff2bf
 def provenance(runs: pd.DataFrame) -> pd.DataFrame:
     "How many runs each commit, source digest, tree state, CPU and precision (`run_precision`) made."
     keys = ['git_commit', 'source_sha256', 'git_dirty', 'dirty_allowed', 'cpu', 'precision']

@@ -31,6 +31,7 @@ def default_workers() -> int:
     "One worker per GPU, else one per CPU core (at most 8)."
     return torch.cuda.device_count() or max(1, min(8, os.cpu_count() or 1))
 
+# %% ../nbs/12_study.ipynb #68e7692b
 def worker_env(slot: int) -> dict:
     "The environment of worker `slot`: on a machine with GPUs, the one GPU it may use (of a Slurm job's, say)."
     env = dict(os.environ)
@@ -115,6 +116,7 @@ def _line(i: int, n: int, res: dict) -> str:
     took = f"  {res['seconds']:.0f} s" if res['seconds'] else ''
     return f"{head} {accuracy_line(m)}{took}"
 
+# %% ../nbs/12_study.ipynb #39eab6f0
 def run_study(scale: str = 'cpu', seeds: int | None = None, configs=None, root=None, workers: int | None = None,
               threads: int | None = None, report: bool = True, teacher=None, allow_dirty: bool = False) -> list[dict]:
     """Run a study (see `plan`) with papermill; show its progress, print one line per run as it ends and return every
