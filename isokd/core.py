@@ -34,6 +34,7 @@ def seed_everything(seed: int):
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
+# %% ../nbs/00_core.ipynb #f468ba4e
 def epoch_seed(seed: int, epoch: int, *more: int) -> int:
     "The seed of `epoch` in a run seeded with `seed` (and `more` keys, such as a rank): distinct per key, stable."
     return int(np.random.SeedSequence([seed, epoch, *more]).generate_state(1)[0])
@@ -45,6 +46,7 @@ def check_choice(name: str, value, choices):
         raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(repr, choices))}")
     return value
 
+# %% ../nbs/00_core.ipynb #ae3e2266
 def check_range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False):
     "Raise `ValueError` naming `name` unless `lo <= value <= hi` (`<` where open)."
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
@@ -59,6 +61,7 @@ def check_range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False
         raise ValueError(f"{name}={value!r} is not valid; it must be a number in {rng}")
     return value
 
+# %% ../nbs/00_core.ipynb #8be7431e
 def check_int(name: str, value, lo: int = 1, optional: bool = False):
     "Raise `ValueError` naming `name` unless `value` is an integer `>= lo` (or None when `optional`)."
     if optional and value is None:
@@ -97,15 +100,18 @@ def _atomic_write(path, write):
         raise
     return path
 
+# %% ../nbs/00_core.ipynb #e021cf6e
 def atomic_write_json(path, obj, indent=1) -> Path:
     "Write `obj` as JSON to `path` atomically (temporary file + rename)."
     data = json.dumps(obj, indent=indent, allow_nan=False).encode()
     return _atomic_write(path, lambda f: f.write(data))
 
+# %% ../nbs/00_core.ipynb #f1d1cfd7
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` to `path` atomically (temporary file + rename)."
     return _atomic_write(path, lambda f: f.write(text.encode()))
 
+# %% ../nbs/00_core.ipynb #4b8f5f1f
 def atomic_save(obj, path) -> Path:
     "`torch.save` `obj` to `path` atomically (temporary file + rename)."
     return _atomic_write(path, lambda f: torch.save(obj, f))
@@ -120,15 +126,18 @@ def project_root() -> Path:
             return d
     return Path.cwd()
 
+# %% ../nbs/00_core.ipynb #69abeefa
 def resolve_path(path) -> Path:
     "`path` itself when absolute, else relative to `project_root()`."
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root()/path
 
+# %% ../nbs/00_core.ipynb #cd06e950
 def data_root(root=None) -> Path:
     "Where datasets live: `root` if given, else `$ISOKD_DATA`, else `data/` in the project."
     return resolve_path(root or os.environ.get('ISOKD_DATA') or 'data')
 
+# %% ../nbs/00_core.ipynb #0234c374
 def runs_root() -> Path:
     "Where runs without an explicit `out_dir` go (cached teachers too): `$ISOKD_RUNS`, else `runs/` in the project."
     return resolve_path(os.environ.get('ISOKD_RUNS') or 'runs')
@@ -148,6 +157,7 @@ def cpu_model() -> str:
 # the flags that decide how fast bf16 runs on an x86 CPU (aarch64 says `bf16` in its Features)
 CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'bf16')
 
+# %% ../nbs/00_core.ipynb #f467cbfb
 def cpu_info() -> dict:
     """The CPU as a run records it: model, family/model/stepping, which of `CPU_FLAGS` it has, and torch's view of it
     (its vector capability, and whether oneDNN computes bf16 on it)."""
@@ -180,10 +190,12 @@ def git_state(folder=None) -> dict:
     dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip() != ''
     return dict(commit=head.stdout.strip(), dirty=dirty)
 
+# %% ../nbs/00_core.ipynb #57821fa8
 def file_sha256(path) -> str:
     "The sha256 of a file's bytes (a model's weights: the same file, or not)."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
+# %% ../nbs/00_core.ipynb #a240068e
 def source_digest() -> str:
     "The sha256 of the isokd package's source files, names and contents: the code that ran, committed or not."
     package = Path(importlib.util.find_spec('isokd').origin).parent
@@ -233,6 +245,7 @@ class Precision(NamedTuple):
     @property
     def name(self) -> str: return 'bf16' if self.bf16 else 'fp32'
 
+# %% ../nbs/00_core.ipynb #76aee2ce
 # a KD-aug step of the cpu scale, bf16 autocast against float32, on CPUs that emulate bf16 (benchmarks/train_step.py)
 EMULATED_BF16_SLOWDOWN = '8-11x'
 
@@ -265,6 +278,7 @@ def dist_info() -> tuple[int, int]:
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
+# %% ../nbs/00_core.ipynb #806870bd
 def log(msg: str):
     "Print `msg` on rank 0 only."
     if dist_info()[0] == 0:
@@ -280,6 +294,7 @@ def console():
     except (AttributeError, OSError, ValueError):
         return sys.stderr
 
+# %% ../nbs/00_core.ipynb #79934301
 def _in_kernel() -> bool: return type(sys.stdout).__module__.startswith('ipykernel')
 
 def say(msg: str):

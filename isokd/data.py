@@ -65,6 +65,7 @@ class ImageData:
 # %% ../nbs/01_data.ipynb #187da728
 DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
 
+# %% ../nbs/01_data.ipynb #44d10e90
 def _cifar(name, root, download=True):
     from torchvision import datasets
     cls, archive = {'cifar10': (datasets.CIFAR10, 'cifar-10-python.tar.gz'),
@@ -108,6 +109,7 @@ def fashion_mnist_files(root) -> list[Path]:
         f"On Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (as root); elsewhere put the four IDX files "
         f"({', '.join(parts)}, optionally .gz) in {Path(root)/'FashionMNIST'/'raw'}.")
 
+# %% ../nbs/01_data.ipynb #3ce7d870
 def _fashion_mnist(root, download=False):
     xtr, ytr, xte, yte = map(read_idx, fashion_mnist_files(root))
     return xtr[:, None], ytr.long(), xte[:, None], yte.long()
@@ -130,6 +132,7 @@ def synthetic_data(n_train=512, n_test=256, num_classes=10, seed=0, noise=0.3):
 # %% ../nbs/01_data.ipynb #f8e51b7b
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+# %% ../nbs/01_data.ipynb #dcb5d58f
 @dataclass(frozen=True)
 class FolderSpec:
     "A dataset streamed from an image folder: `<root>/<train>/<class>/<image>` and `<root>/<test>/<class>/<image>`."
@@ -194,11 +197,13 @@ VALIDATION_SEED = 2**31 - 1
 # fashion-pairs holds out the same 5,000 images, and pairs each of them once as the first and once as the second item
 VALIDATION_SPLITS = {'fashion_mnist': 5000, 'fashion-pairs': 5000}
 
+# %% ../nbs/01_data.ipynb #6331b739
 @functools.lru_cache(maxsize=2)
 def _read(name: str, root: Path) -> tuple:
     "A dataset's train and test tensors as its loader gives them, read once in a process: `load_data` copies from them."
     return DATASETS[name][0](root)
 
+# %% ../nbs/01_data.ipynb #fcdd02e4
 def _split_indices(name: str, ytr, yte, n_train, n_test, seed, n_val) -> tuple:
     "Indices of the training subset, of the test subset and of the held-out validation images (None if none)."
     if n_val >= len(ytr):
@@ -210,6 +215,7 @@ def _split_indices(name: str, ytr, yte, n_train, n_test, seed, n_val) -> tuple:
     val = torch.where(held_out)[0] if n_val else None
     return pool[stratified_subset(ytr[pool], n_train, seed)], stratified_subset(yte, n_test), val
 
+# %% ../nbs/01_data.ipynb #714c1883
 def load_data(name: str = 'fashion_mnist', root=None, n_train: int | None = None, n_test: int | None = None,
               seed: int = 0, n_val: int | None = None, image_size: int | None = None,
               verify: bool = True) -> ImageData | FolderData:
@@ -276,6 +282,7 @@ def pair_indices(y: torch.Tensor,  # the labels of the images to pair, 0..num_cl
 # the seed of the test pairs (the validation pairs take VALIDATION_SEED)
 PAIRS_TEST_SEED = 2**31 - 2
 
+# %% ../nbs/01_data.ipynb #68553967
 def _pairs_of(y, n, seed, rounds, num_classes, split) -> tuple[torch.Tensor, torch.Tensor]:
     "`n` pairs (None: all) of `rounds` rounds or more of the images labelled `y`, stratified over the pair classes."
     per_round = num_classes ** 2 * (int(torch.bincount(y, minlength=num_classes).min()) // num_classes)
@@ -288,6 +295,7 @@ def _pairs_of(y, n, seed, rounds, num_classes, split) -> tuple[torch.Tensor, tor
     keep = stratified_subset(num_classes * y[first] + y[second], n, seed)
     return first[keep], second[keep]
 
+# %% ../nbs/01_data.ipynb #959f0d25
 def pair_splits(ytr: torch.Tensor, yte: torch.Tensor, num_classes: int, n_train: int | None = None,
                 n_test: int | None = None, seed: int = 0, n_val: int = 0, test_rounds: int = 2) -> dict:
     """`{'train', 'val', 'test'}`: each split's pairs as `(first, second)` indices into the source's training images
@@ -301,6 +309,7 @@ def pair_splits(ytr: torch.Tensor, yte: torch.Tensor, num_classes: int, n_train:
         splits['val'] = (held[val[0]], held[val[1]])
     return splits
 
+# %% ../nbs/01_data.ipynb #0f006cc4
 def _load_pairs(name, spec: PairSpec, root, n_train, n_test, seed, n_val) -> ImageData:
     "`load_data` of a `PairSpec`: the pairs of `pair_splits`, the two items as the channels of one image."
     source = DATASETS.get(spec.source)
@@ -336,10 +345,12 @@ def _scaled_stats(mean, std, device, dtype) -> tuple[torch.Tensor, torch.Tensor]
     "Per-channel mean and std `[1, C, 1, 1]` on the 0..255 scale of uint8 images, on `device`."
     return tuple(torch.tensor(s, device=device, dtype=dtype).view(1, -1, 1, 1) * 255 for s in (mean, std))
 
+# %% ../nbs/01_data.ipynb #2a92530d
 def _normalised(x: torch.Tensor, mean, std, dtype, memory_format) -> torch.Tensor:
     "uint8 images `x` as the model's input: `dtype`, normalised by the scaled `mean` and `std`, in `memory_format`."
     return ((x.to(dtype) - mean) / std).contiguous(memory_format=memory_format)
 
+# %% ../nbs/01_data.ipynb #1fc41743
 class DeviceLoader:
     "Batches `(images, labels, indices)` of uint8 tensors kept on `device`, augmented and normalised there."
     def __init__(self, x, y, batch_size, mean, std, train=False, device='cpu', seed=0, drop_last=None,
@@ -381,6 +392,7 @@ class DeviceLoader:
 # a dataset's name becomes part of its runs' folder names
 DATASET_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*')
 
+# %% ../nbs/01_data.ipynb #cca63407
 def _as_images(images, split: str) -> torch.Tensor:
     "`images` `[N, C, H, W]` as uint8: uint8 ones as they are, floats in [0, 1] scaled to 0..255."
     x = torch.as_tensor(images)
@@ -396,6 +408,7 @@ def _as_images(images, split: str) -> torch.Tensor:
                          f"in [0, 1] (uint8 images take 0..255)")
     return (x.float() * 255).round().to(torch.uint8).contiguous()
 
+# %% ../nbs/01_data.ipynb #6a949357
 def _as_labels(labels, n_images: int, split: str) -> torch.Tensor:
     "`labels` as a 1-d int64 tensor, one per image."
     y = torch.as_tensor(labels)
@@ -405,6 +418,7 @@ def _as_labels(labels, n_images: int, split: str) -> torch.Tensor:
         raise ValueError(f"{split} has {n_images} images but {len(y)} labels")
     return y.long()
 
+# %% ../nbs/01_data.ipynb #d9582ec3
 def _split(pair, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     "The checked `(images, labels)` of a split."
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -424,6 +438,7 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple, tuple]:
         std.append(round(max(s.item(), 1e-3), 4))
     return tuple(mean), tuple(std)
 
+# %% ../nbs/01_data.ipynb #ce2a6108
 def register_dataset(name: str,  # the name for `load_data` and the runs' `dataset`
                      train: tuple,  # `(images, labels)`: uint8 or [0, 1] float images `[N, C, H, W]`, int labels
                      test: tuple,  # `(images, labels)` of the test set, images of the training images' shape
@@ -495,6 +510,7 @@ def _read_split(folder, class_index: dict, size: int | None, mode: str) -> tuple
                          f"pass size= to resize them all")
     return torch.stack(images), torch.tensor(labels)
 
+# %% ../nbs/01_data.ipynb #6c44fb6f
 def read_image_folder(root,  # a folder with `train/<class>/<image>` and `test/<class>/<image>`
                       size: int | None = None,  # None: keep the images' (common) size; else resize to size x size
                       grey: bool = False,  # read one channel instead of three
@@ -527,6 +543,7 @@ def _image_folder(folder: Path):
     except FileNotFoundError as e:
         raise ValueError(f"{folder}: {e}") from None
 
+# %% ../nbs/01_data.ipynb #a1a86ca9
 def _unreadable(paths: list) -> list[tuple[str, str]]:
     "Those of `paths` that PIL cannot open as images, with the reason (only the header is read, not the pixels)."
     from PIL import Image
@@ -539,6 +556,7 @@ def _unreadable(paths: list) -> list[tuple[str, str]]:
             bad.append((path, f"{type(e).__name__}: {e}"))
     return bad
 
+# %% ../nbs/01_data.ipynb #af600d51
 @functools.lru_cache(maxsize=8)
 def check_images(folder: Path, threads: int = 16) -> int:
     "The number of images of the `ImageFolder` at `folder`; `ValueError` naming the files that do not open as images."
@@ -551,6 +569,7 @@ def check_images(folder: Path, threads: int = 16) -> int:
                          + '; '.join(f"{path} ({why})" for path, why in bad[:3]) + ": remove or replace them")
     return len(paths)
 
+# %% ../nbs/01_data.ipynb #8a5a1f0f
 def scan_image_folder(root, train: str = 'train', test: str = 'val', verify: bool = True) -> tuple:
     "The `ImageFolder`s of `root/train` and `root/test`, checked: the same classes, and (`verify`) every file an image."
     root = Path(root)
@@ -575,6 +594,7 @@ def folder_transform(train: bool, size: int = 224):
         steps = [v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)]
     return v2.Compose([*steps, v2.PILToTensor()])
 
+# %% ../nbs/01_data.ipynb #376b3a5b
 class StreamImages(torch.utils.data.Dataset):
     "The images `index` of an `ImageFolder` as `(uint8 [3, S, S], label, position)`, each augmented from its own seed."
     def __init__(self, folder, index: torch.Tensor, transform, seed: int = 0, train: bool = False):
@@ -606,6 +626,7 @@ def loader_workers() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     return max(1, min(8, cpus // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
 
+# %% ../nbs/01_data.ipynb #9b8814eb
 class StreamLoader:
     "Batches `(images, labels, indices)` decoded and augmented by worker processes, normalised on `device`."
     def __init__(self, images: StreamImages, batch_size: int, mean, std, train=False, device='cpu', seed=0,
@@ -681,6 +702,7 @@ class FolderData:
         return (f"FolderData({self.name!r}, train={len(self.y_train)}{val}, test={len(self.y_test)}, "
                 f"classes={self.num_classes}, size={self.size})")
 
+# %% ../nbs/01_data.ipynb #89c2f2f1
 def _load_folder(name, spec: FolderSpec, root, n_train, n_test, seed, n_val, image_size, verify) -> FolderData:
     "`load_data` of a streamed dataset."
     folder = Path(spec.root) if spec.root else data_root(root)/name
@@ -694,6 +716,7 @@ def _load_folder(name, spec: FolderSpec, root, n_train, n_test, seed, n_val, ima
 # training images above which `register_image_folder` streams a folder (CIFAR's 50,000 stay in memory)
 STREAM_ABOVE = 100_000
 
+# %% ../nbs/01_data.ipynb #508263f8
 def register_image_folder(name: str,  # the name for `load_data` and the runs' `dataset`
                           root,  # a folder with train/<class>/<image> and val/ (or test/) <class>/<image>
                           stream: bool | None = None,  # None: stream when train/ holds more than STREAM_ABOVE images

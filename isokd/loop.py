@@ -25,6 +25,7 @@ __all__ = ['SCHEDULES', 'SCHEDULE_KINDS', 'ECE_BINS', 'make_optimizer', 'autocas
 SCHEDULES = {'cifar100': ((0.3, 0.6, 0.8), 0.2), 'cifar10': ((0.5, 0.75), 0.1), 'imagenet': ((1 / 3, 2 / 3), 0.1)}
 SCHEDULE_KINDS = ('step', 'cosine')
 
+# %% ../nbs/08_loop.ipynb #0810c069
 def make_optimizer(params, cfg, steps_per_epoch: int):
     "SGD and its iteration-wise schedule (`cfg.schedule`: MultiStepLR or cosine) for the run configuration `cfg`."
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -40,11 +41,13 @@ def autocast(device: torch.device, enabled: bool):
     "bf16 autocast on `device` when `enabled`."
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(enabled))
 
+# %% ../nbs/08_loop.ipynb #f6926568
 class StepResult(NamedTuple):
     "What a training step leaves for the epoch's record."
     loss: torch.Tensor
     losses: dict
 
+# %% ../nbs/08_loop.ipynb #27998b71
 def train_step(distiller, batch, mixer, opt, sched, bf16: bool = False) -> StepResult:
     "One optimisation step of `distiller` (or DDP around it) on `batch` = (images, labels, dataset indices)."
     images, labels, index = batch
@@ -65,6 +68,7 @@ def _any_bad(first_bad: torch.Tensor, world: int) -> bool:
         dist.all_reduce(first_bad, dist.ReduceOp.MAX)
     return first_bad.item() >= 0
 
+# %% ../nbs/08_loop.ipynb #3149355a
 def train_epoch(distiller, loader, mixer, opt, sched, epoch: int, seed: int, bf16=False, progress=True) -> dict:
     "Train `distiller` (or DDP around it) for one epoch; return its mean losses, the teacher's order and its seconds."
     distiller.train()
@@ -135,6 +139,7 @@ def check_batch_split(batch_size: int, world: int):
     if batch_size % world:
         raise ValueError(f"batch_size={batch_size} (the global batch) does not split evenly over {world} processes")
 
+# %% ../nbs/08_loop.ipynb #31ff4659
 def prepare(distiller: nn.Module, device: torch.device, channels_last=True, compile=False, sync_bn=False) -> nn.Module:
     "`distiller` on `device`, ready to train: DDP around it when there are several processes, else itself."
     world = dist_info()[1]

@@ -34,6 +34,7 @@ def global_pool(x: Tensor) -> Tensor:
     "Global average pooling: `[B, C, H, W]` -> `[B, C]` (works for any memory format)."
     return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
+# %% ../nbs/02_models.ipynb #2e9accc9
 class Classifier(nn.Module):
     "Base class of the zoo: `features(x)` gives the pooled penultimate feature, `fc` maps it to logits."
     feat_dim: int
@@ -61,6 +62,7 @@ def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
         return nn.Identity()
     return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
+# %% ../nbs/02_models.ipynb #7188939b
 class BasicBlock(nn.Module):
     "Two 3x3 conv-BN layers plus a shortcut, then ReLU (ResNet-18/34 and the CIFAR ResNets)."
     expansion = 1
@@ -77,6 +79,7 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 
+# %% ../nbs/02_models.ipynb #fe386a1c
 class Bottleneck(nn.Module):
     "1x1 -> 3x3 (strided) -> 1x1 conv-BN layers with expansion 4, plus a shortcut, then ReLU (ResNet-50)."
     expansion = 4
@@ -97,6 +100,7 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         return F.relu(out + self.shortcut(x))
 
+# %% ../nbs/02_models.ipynb #8057d8e9
 def _stage(block, c_in: int, planes: int, n: int, stride: int) -> tuple[nn.Sequential, int]:
     "`n` blocks, the first one strided; returns the stage and its output channels."
     layers = []
@@ -105,6 +109,7 @@ def _stage(block, c_in: int, planes: int, n: int, stride: int) -> tuple[nn.Seque
         c_in = planes * block.expansion
     return nn.Sequential(*layers), c_in
 
+# %% ../nbs/02_models.ipynb #6e4086e2
 def _stem(c_in: int, c_out: int) -> nn.Sequential:
     "3x3 stride-1 convolution, BN, ReLU: the CIFAR stem (no max-pool)."
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
@@ -161,6 +166,7 @@ class WideBasic(nn.Module):
         out = self.conv2(F.relu(self.bn2(self.conv1(o))))
         return out + (x if self.shortcut is None else self.shortcut(o))
 
+# %% ../nbs/02_models.ipynb #0365b56d
 class WideResNet(Classifier):
     "Wide ResNet WRN-`depth`-`widen_factor` for CIFAR (depth 6n+4, channels 16/16k/32k/64k)."
     def __init__(self, depth: int, widen_factor: int = 1, num_classes: int = 100, in_channels: int = 3):
@@ -190,6 +196,7 @@ VGG_CFGS: dict[str, list[list[int]]] = {
     'vgg19': [[64, 64], [128, 128], [256] * 4, [512] * 4, [512] * 4],
 }
 
+# %% ../nbs/02_models.ipynb #594c00d5
 class VGG(Classifier):
     "CIFAR VGG with BatchNorm: five conv blocks (max-pool after the first three), global pooling, one linear layer."
     def __init__(self, cfg: list[list[int]], num_classes: int = 100, in_channels: int = 3):
@@ -223,6 +230,7 @@ class InvertedResidual(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
+# %% ../nbs/02_models.ipynb #ff97235d
 class MobileNetV2(Classifier):
     "CIFAR MobileNetV2 with expansion `T` and width multiplier `width_mult` (RepDistiller `mobile_half`: T=6, 0.5)."
     settings = [(1, 16, 1, 1), ('T', 24, 2, 1), ('T', 32, 3, 2), ('T', 64, 4, 2),
@@ -280,6 +288,7 @@ class ShuffleV1Unit(nn.Module):
             return F.relu(torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], 1))
         return F.relu(out + x)
 
+# %% ../nbs/02_models.ipynb #e3c51a4f
 class ShuffleNetV1(Classifier):
     "CIFAR ShuffleNetV1 (RepDistiller `ShuffleV1`): 1x1 stem to 24 channels, three stages, global pooling."
     def __init__(self, out_planes: tuple[int, ...] = (240, 480, 960), num_blocks: tuple[int, ...] = (4, 8, 4),
@@ -317,6 +326,7 @@ class ShuffleV2Unit(nn.Module):
         out = F.relu(self.bn3(self.conv3(out)))
         return channel_shuffle(torch.cat([x1, out], 1), 2)
 
+# %% ../nbs/02_models.ipynb #dc9126a8
 class ShuffleV2Down(nn.Module):
     "ShuffleNetV2 downsampling unit: two stride-2 branches on the full input, concat, shuffle."
     def __init__(self, c_in: int, c_out: int):
@@ -333,6 +343,7 @@ class ShuffleV2Down(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return channel_shuffle(torch.cat([self.left(x), self.right(x)], 1), 2)
 
+# %% ../nbs/02_models.ipynb #32f32887
 class ShuffleNetV2(Classifier):
     "CIFAR ShuffleNetV2 at net size 1 (RepDistiller `ShuffleV2`): 1x1 stem, three stages, 1x1 conv to 1024, pooling."
     def __init__(self, out_channels: tuple[int, ...] = (116, 232, 464, 1024), num_blocks: tuple[int, ...] = (3, 7, 3),
@@ -370,12 +381,14 @@ class ImageNetResNet(Classifier):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return global_pool(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
 
+# %% ../nbs/02_models.ipynb #28979ee8
 # the ImageNet models of the registry, and their torchvision names
 IMAGENET_RESNETS = {f'resnet{d}_imagenet': f'resnet{d}' for d in (18, 34, 50)}
 
 # %% ../nbs/02_models.ipynb #632bf53f
 PUBLISHED = 'torchvision:'
 
+# %% ../nbs/02_models.ipynb #e33cb30c
 def published_weights(name: str,  # torchvision's weights, e.g. 'ResNet34_Weights.IMAGENET1K_V1'
                       arch: str,  # the model they are for, e.g. 'resnet34_imagenet'
                      ) -> tuple[dict, Path, dict]:
@@ -420,6 +433,7 @@ MODELS: dict = {
 }
 del _p
 
+# %% ../nbs/02_models.ipynb #1860025a
 def create_model(arch: str,  # a key of `MODELS`, e.g. `'resnet20'` or `'wrn_40_2'`
                  num_classes: int = 100,  # width of the final linear layer
                  in_channels: int = 3,  # channels of the input images (1 for grey ones)

@@ -35,6 +35,7 @@ def _logits(model, loader, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
             outputs.append((model(x).float(), y))
     return torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs])
 
+# %% ../nbs/10a_posthoc.ipynb #0f21473f
 class _Tempered(torch.nn.Module):
     "A model whose logits are divided by a temperature."
     def __init__(self, model, temperature: float):
@@ -43,6 +44,7 @@ class _Tempered(torch.nn.Module):
 
     def forward(self, x): return self.model(x) / self.temperature
 
+# %% ../nbs/10a_posthoc.ipynb #bbcf1bfb
 def temperature_scaling(folder) -> dict:
     """Fit a temperature to a finished run's student on its validation split (minimum NLL) and evaluate it on the
     test set: `posthoc.json` in `folder` (returned as it is when it exists)."""
@@ -99,6 +101,7 @@ def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, 
             frames.append(pd.DataFrame(row))
     return pd.concat(frames, ignore_index=True)
 
+# %% ../nbs/10a_posthoc.ipynb #f62deb37
 def ir_summary(frame: pd.DataFrame, lam_bins=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
     "Per mixing and lambda bin: the share (%) of samples in each order class, and the mean KL and entropy change."
     labels = [f"{lo:g}-{hi:g}" for lo, hi in zip(lam_bins[:-1], lam_bins[1:])]
