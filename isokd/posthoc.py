@@ -23,7 +23,7 @@ from .loop import autocast, evaluate
 from .report import overconfidence, run_precision
 
 # %% auto #0
-__all__ = ['temperature_scaling', 'teacher_ir_frame', 'ir_summary']
+__all__ = ['temperature_scaling', 'teacher_ir_frame', 'ir_summary', 'ProductTeacher']
 
 # %% ../nbs/10a_posthoc.ipynb #0984035d
 @torch.inference_mode()
@@ -77,9 +77,10 @@ def temperature_scaling(folder) -> dict:
 # %% ../nbs/10a_posthoc.ipynb #cc567b3f
 @torch.inference_mode()
 def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, temperatures=(1.0, 2.0, 4.5),
-                     seed: int = 0, batch_size: int = 128) -> pd.DataFrame:
+                     seed: int = 0, batch_size: int = 128, bf16: bool = False) -> pd.DataFrame:
     """One row per mixed sample of `n` training images under each mixing: lambda, the order class of the teacher's
-    scores, and per temperature T the KL from the teacher's soft label to the calibrated one and the entropy change."""
+    scores, and per temperature T the KL from the teacher's soft label to the calibrated one, T² times it (the loss's
+    units) and the entropy change; the teacher's scores under bf16 autocast with `bf16`, as its students saw them."""
     teacher.eval()
     keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
     # batches of the students' size: Mixup and CutMix draw one lambda per batch
@@ -90,24 +91,39 @@ def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, 
         torch.manual_seed(seed)
         for images, labels, _ in loader:
             mixed, target = mixer(images, labels)
-            scores = teacher(mixed).float()
+            with autocast(torch.device('cpu'), bf16):
+                scores = teacher(mixed).float()
             calibrated = isotonic_calibrate(scores, target)
             row = dict(mixing=mixing, lam=target.amax(1).numpy(),
                        order=np.array(ORDER_CLASSES)[order_classes(scores, target).numpy()])
             for T in temperatures:
                 log_p, log_q = F.log_softmax(scores / T, 1), F.log_softmax(calibrated / T, 1)
                 row[f'kl_T{T:g}'] = (log_p.exp() * (log_p - log_q)).sum(1).numpy()
+                row[f't2kl_T{T:g}'] = T ** 2 * row[f'kl_T{T:g}']
                 row[f'entropy_change_T{T:g}'] = ((-log_q.exp() * log_q).sum(1) - (-log_p.exp() * log_p).sum(1)).numpy()
             frames.append(pd.DataFrame(row))
     return pd.concat(frames, ignore_index=True)
 
 # %% ../nbs/10a_posthoc.ipynb #f62deb37
 def ir_summary(frame: pd.DataFrame, lam_bins=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
-    "Per mixing and lambda bin: the share (%) of samples in each order class, and the mean KL and entropy change."
+    "Per mixing and lambda bin: the share (%) of samples in each order class; the mean KL, T² KL and entropy change."
     labels = [f"{lo:g}-{hi:g}" for lo, hi in zip(lam_bins[:-1], lam_bins[1:])]
     binned = frame.assign(lam=pd.cut(frame.lam, lam_bins, labels=labels, include_lowest=True))
     g = binned.groupby(['mixing', 'lam'], observed=True)
     shares = 100 * pd.crosstab([binned.mixing, binned.lam], binned.order, normalize='index')
-    effects = g[[c for c in frame if c.startswith(('kl_', 'entropy_'))]].mean()
+    effects = g[[c for c in frame if c.startswith(('kl_', 't2kl_', 'entropy_'))]].mean()
     return pd.concat([g.size().rename('samples'), shares.reindex(columns=list(ORDER_CLASSES), fill_value=0.),
                       effects], axis=1).round(3).rename_axis(['mixing', 'lambda'])
+
+# %% ../nbs/10a_posthoc.ipynb #89d2a038
+class ProductTeacher(torch.nn.Module):
+    """A teacher of pairs (`[B, 2, H, W]`, one item a channel) from a teacher of single items: the logit of class
+    `C a + b` is log p(a | first item) + log p(b | second item), with `C` the item teacher's classes."""
+    def __init__(self, item_teacher: torch.nn.Module):
+        super().__init__()
+        self.item = item_teacher
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, second = (F.log_softmax(self.item(x[:, i:i + 1]).float(), 1) for i in range(2))
+        return (first[:, :, None] + second[:, None, :]).flatten(1)
+
