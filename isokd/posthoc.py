@@ -78,13 +78,15 @@ def temperature_scaling(folder) -> dict:
 @torch.inference_mode()
 def teacher_ir_frame(teacher, data, mixings=('mixup', 'cutmix'), n: int = 5000, temperatures=(1.0, 2.0, 4.5),
                      seed: int = 0, batch_size: int = 128, bf16: bool = False) -> pd.DataFrame:
-    """One row per mixed sample of `n` training images under each mixing: lambda, the order class of the teacher's
-    scores, and per temperature T the KL from the teacher's soft label to the calibrated one, T² times it (the loss's
-    units) and the entropy change; the teacher's scores under bf16 autocast with `bf16`, as its students saw them."""
+    """One row per mixed sample of `n` training images, in the students' batches, under each mixing: lambda, the
+    order class of the teacher's scores, and per temperature T the KL from the teacher's soft label to the calibrated
+    one, T² times it (the loss's units) and the entropy change; the teacher's scores under bf16 autocast with `bf16`,
+    as its students saw them."""
     teacher.eval()
     keep = stratified_subset(data.y_train, min(n, len(data.y_train)), seed)
-    # batches of the students' size: Mixup and CutMix draw one lambda per batch
-    loader = data.loader('train', batch_size, 'cpu', keep=keep)
+    # batches as the students' are: their size (Mixup and CutMix draw one lambda per batch), shuffled and augmented; in
+    # the data's order a batch would mix images of one class (fashion-pairs stores its pairs class by class)
+    loader = data.loader('train', batch_size, 'cpu', train=True, seed=seed, keep=keep)
     frames = []
     for mixing in mixings:
         mixer = Mixer(mixing, data.num_classes)
